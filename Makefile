@@ -1,0 +1,38 @@
+# AdaFace Stream — one entry point for set-up, demo, tests and checks.
+# `make setup` is idempotent: it only reinstalls when a requirements file changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+REQS   := requirements/torch.txt requirements/lock.txt requirements/nodeps.txt
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): $(REQS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/torch.txt -r requirements/lock.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/nodeps.txt
+	@touch $(STAMP)
+	@echo "setup done: $(VENV)"
+
+demo: setup
+	$(PY) run.py
+
+# pytest exit code 5 (no tests collected) fails like any other non-zero code.
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) -m bench
+
+clean-venv:
+	rm -rf $(VENV)

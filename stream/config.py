@@ -1,0 +1,384 @@
+"""The validated configuration: pydantic v2 models, YAML loading, ${ENV} substitution.
+
+Every field has a default and a description (the README's config reference is generated
+from them: ``python run.py config --reference``). Unknown keys and bad values raise
+``ConfigError`` whose message names the key path, e.g.
+``detection.min_face_px: must be >= 8, got 3``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream.logs import mask_secrets
+
+__all__ = [
+    "AppConfig",
+    "ConfigError",
+    "DetectionConfig",
+    "GalleryConfig",
+    "OutputsConfig",
+    "RecognitionConfig",
+    "RuntimeConfig",
+    "StreamConfig",
+    "TrackingConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration; the message is one line naming the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class StreamConfig(_Strict):
+    name: str = Field(description="Short unique name used in overlays, events and file names.", min_length=1)
+    url: str | None = Field(None, description="RTSP/RTMP/HTTP URL. Put credentials in ${ENV_VARS}.")
+    path: Path | None = Field(None, description="Video file or folder of images (relative to config.yaml).")
+    webcam: int | str | None = Field(None, description="Webcam index (0) or device path (/dev/video0).")
+    mode: Literal["live", "file", "auto"] = Field(
+        "auto",
+        description="live: drop frames at the door to keep up; file: process every frame; auto: file for "
+        "paths, live for URLs and webcams.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"must use only letters, digits, '_', '.', '-', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StreamConfig:
+        given = [k for k in ("url", "path", "webcam") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of url, path, webcam must be set, got {given or 'none'}")
+        return self
+
+    @property
+    def effective_mode(self) -> Literal["live", "file"]:
+        if self.mode != "auto":
+            return self.mode
+        return "file" if self.path is not None else "live"
+
+
+class DetectionConfig(_Strict):
+    min_face_px: int = Field(20, ge=8, le=1024, description="Smallest face to detect, in full-frame pixels.")
+    thresholds: tuple[Probability, Probability, Probability] = Field(
+        (0.6, 0.7, 0.7), description="MTCNN P-Net, R-Net, O-Net score thresholds."
+    )
+    pyramid_factor: float = Field(0.709, gt=0.3, lt=0.95, description="MTCNN image-pyramid scale step.")
+    detect_width: int | None = Field(
+        640, ge=64, le=7680, description="Detect on a copy resized to this width (null: full size)."
+    )
+    max_batch: int = Field(8, ge=1, le=256, description="Most frames per detection batch (across streams).")
+    max_wait_ms: float = Field(
+        20.0, ge=0.0, le=1000.0, description="Longest wait to fill a batch before running it anyway."
+    )
+    every_n_frames: int = Field(
+        1, ge=1, le=60, description="Run detection on every Nth frame; the tracker predicts in between."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+
+    _check_device = field_validator("device")(lambda cls, v: _device(v))
+
+
+class TrackingConfig(_Strict):
+    max_age_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen this long is removed.")
+    min_confirm_s: float = Field(
+        0.2, ge=0.0, le=10.0, description="A new track must be seen this long before it is shown."
+    )
+    min_hits: int = Field(3, ge=1, le=100, description="...and matched at least this many times.")
+    iou_gate: float = Field(0.3, gt=0.0, lt=1.0, description="Least IoU for a detection to join a track.")
+    low_score_pass: bool = Field(True, description="Second association pass for low-score detections (ByteTrack).")
+    low_score_threshold: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Detections scoring below this go to the second pass only."
+    )
+
+
+class RecognitionConfig(_Strict):
+    model: Literal["auto", "adaface", "facenet"] = Field(
+        "auto",
+        description="auto: AdaFace if its checkpoint exists, else the offline FaceNet with one warning.",
+    )
+    arch: Literal["ir_18", "ir_34", "ir_50", "ir_101", "ir_se_50"] = Field(
+        "ir_101", description="AdaFace backbone; must match the checkpoint."
+    )
+    checkpoint: Path = Field(
+        Path("checkpoints/adaface_ir101_webface12m.ckpt"),
+        description="AdaFace checkpoint (.ckpt or state dict), relative to config.yaml.",
+    )
+    allow_unsafe_checkpoint: bool = Field(
+        False, description="Allow full pickle loading of checkpoints (only for files you trust)."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Autocast precision on CUDA (CPU: fp32).")
+    batch_size: int = Field(32, ge=1, le=1024, description="Most crops per embedding batch.")
+    match_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Cosine threshold for a known person (null: the model's calibrated default)."
+    )
+    min_margin: float = Field(
+        0.05, ge=0.0, le=2.0, description="Best score must beat the second person by this much, else unknown."
+    )
+    min_votes: int = Field(2, ge=1, le=50, description="Embeddings of a track that must agree before naming it.")
+    max_attempts_per_track: int = Field(
+        8, ge=1, le=1000, description="Most crops embedded per track before the slow re-check."
+    )
+    recheck_s: float = Field(5.0, gt=0.0, le=3600.0, description="Slow re-check period for long tracks.")
+
+    _check_device = field_validator("device")(lambda cls, v: _device(v))
+
+
+class GalleryConfig(_Strict):
+    dir: Path = Field(Path("gallery"), description="Folder of <person>/<images>, relative to config.yaml.")
+    cache: bool = Field(True, description="Cache embeddings per model under <dir>/.cache/.")
+
+
+class OutputsConfig(_Strict):
+    dir: Path = Field(Path("recordings"), description="Where videos, events and snapshots go.")
+    annotated_video: bool = Field(True, description="Write <stream>.mp4 with boxes and names.")
+    events_jsonl: bool = Field(True, description="Write events.jsonl (one JSON event per line).")
+    events_sqlite: bool = Field(True, description="Write events.db (SQLite, tables events and tracks).")
+    snapshots: bool = Field(True, description="Save a best-shot JPEG per named track.")
+    display: bool = Field(False, description="Show a window (only when a display exists).")
+
+
+class RuntimeConfig(_Strict):
+    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (0: leave torch's default).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve metrics on this port (null: off).")
+
+
+class AppConfig(_Strict):
+    streams: tuple[StreamConfig, ...] = Field((), description="Video sources. Empty: the built-in demo clip.")
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Face detection (MTCNN).")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Kalman tracking.")
+    recognition: RecognitionConfig = Field(default_factory=RecognitionConfig, description="Embedding and matching.")
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Known people.")
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Videos, events, snapshots.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process settings.")
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_names(cls, streams: tuple[StreamConfig, ...]) -> tuple[StreamConfig, ...]:
+        names = [s.name for s in streams]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream names must be unique, repeated: {', '.join(dupes)}")
+        return streams
+
+    def resolve_paths(self, base: Path) -> AppConfig:
+        """Return a copy whose relative paths are taken relative to ``base``."""
+
+        def absolute(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        return self.model_copy(
+            update={
+                "streams": tuple(s.model_copy(update={"path": absolute(s.path)}) for s in self.streams),
+                "recognition": self.recognition.model_copy(
+                    update={"checkpoint": absolute(self.recognition.checkpoint)}
+                ),
+                "gallery": self.gallery.model_copy(update={"dir": absolute(self.gallery.dir)}),
+                "outputs": self.outputs.model_copy(update={"dir": absolute(self.outputs.dir)}),
+            }
+        )
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------- loading
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> AppConfig:
+    """Read, substitute and validate a YAML config file; relative paths resolve next to it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    return parse_config(text, source=str(path), environ=environ).resolve_paths(path.resolve().parent)
+
+
+def parse_config(text: str, source: str = "<config>", environ: dict[str, str] | None = None) -> AppConfig:
+    """Validate YAML text; paths stay as written (see ``AppConfig.resolve_paths``)."""
+    data = _parse_yaml(text, source)
+    try:
+        data = _substitute(data, os.environ if environ is None else environ, path="")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _substitute(node: Any, environ: Any, path: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; a missing VAR is an error."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, environ, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, environ, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(replace, node)
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    return f"{_loc(err['loc'])}: {_describe(err)}"
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "lax-or-strict", "json-or-python")) and part not in (
+            "int",
+            "str",
+            "float",
+            "bool",
+            "none",
+            "tuple",
+        ):
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
+    bounds = {
+        "greater_than_equal": ">= {ge}",
+        "greater_than": "> {gt}",
+        "less_than_equal": "<= {le}",
+        "less_than": "< {lt}",
+    }
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**ctx)}, got {got!r}"
+    if kind == "extra_forbidden":
+        return f"unknown key{_allowed(err['loc'])}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {got!r}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_short(got)}"
+
+
+def _allowed(loc: tuple[int | str, ...]) -> str:
+    """' (allowed: a, b, c)' for the model that holds the unknown key at ``loc``."""
+    model: type[BaseModel] | None = AppConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        model = _model_of(field.annotation) if field else None
+    return f" (allowed: {', '.join(model.model_fields)})" if model else ""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found:
+            return found
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- presentation
+
+
+def to_masked_yaml(config: AppConfig) -> str:
+    """The effective config as YAML with credentials in URLs masked."""
+    data = config.model_dump(mode="json")
+    return mask_secrets(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def reference_rows() -> Iterator[tuple[str, str, str]]:
+    """(key path, default, description) for every leaf field: the README's config reference."""
+    yield from _rows(AppConfig, "")
+
+
+def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = _model_of(field.annotation)
+        if sub is not None and name != "streams":
+            yield from _rows(sub, key + ".")
+        elif name == "streams":
+            yield key, "[]", field.description or ""
+            yield from _rows(StreamConfig, "streams[].")
+        else:
+            default = field.get_default(call_default_factory=True)
+            yield key, _show_default(field.is_required(), default), field.description or ""
+
+
+def _show_default(required: bool, default: Any) -> str:
+    if required:
+        return "(required)"
+    return yaml.safe_dump(_jsonable(default), default_flow_style=True).removesuffix("\n").removesuffix("\n...")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,0 +1,26 @@
+"""Shared fixtures. Real data is read from ../shared/data; tests skip with a reason when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ADAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real test images and videos (../shared/data), or skip."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set ADAFACE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def shared_file(root: Path, relative: str) -> Path:
+    path = root / relative
+    if not path.exists():
+        pytest.skip(f"missing shared data file {path}")
+    return path

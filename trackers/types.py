@@ -1,0 +1,49 @@
+"""Public data types of the tracker library."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from trackers._arrays import check_array, check_finite
+
+
+class TrackState(enum.Enum):
+    TENTATIVE = "tentative"
+    CONFIRMED = "confirmed"
+    LOST = "lost"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSnapshot:
+    """One track as seen after one ``Tracker.update`` call.
+
+    ``box`` is (4,) float32 x1, y1, x2, y2 in frame pixels (the filter's estimate);
+    ``det_index`` is the index of the detection this track matched in that update,
+    or -1 when it was only predicted.
+    """
+
+    track_id: int
+    state: TrackState
+    box: np.ndarray
+    score: float
+    det_index: int
+    age: int
+    hits: int
+    time_since_update_s: float
+
+    def __post_init__(self) -> None:
+        box = check_array("TrackSnapshot.box", self.box, np.float32, (4,))
+        check_finite("TrackSnapshot.box", box)
+        object.__setattr__(self, "box", box)
+        if not isinstance(self.state, TrackState):
+            raise TypeError(f"TrackSnapshot.state: expected TrackState, got {self.state!r}")
+        if self.det_index < -1:
+            raise ValueError(f"TrackSnapshot.det_index: must be >= -1, got {self.det_index}")
+
+    @property
+    def matched(self) -> bool:
+        return self.det_index >= 0
