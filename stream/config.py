@@ -3,7 +3,7 @@
 Every field has a default and a description (the README's config reference is generated
 from them: ``python run.py config --reference``). Unknown keys and bad values raise
 ``ConfigError`` whose message names the key path, e.g.
-``detection.min_face_px: must be >= 8, got 3``.
+``detection.min_face_px: must be >= 12, got 3``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ class StreamConfig(_Strict):
 
 
 class DetectionConfig(_Strict):
-    min_face_px: int = Field(20, ge=8, le=1024, description="Smallest face to detect, in full-frame pixels.")
+    min_face_px: int = Field(
+        20, ge=12, le=1024, description="Smallest face to detect, in full-frame pixels (MTCNN's window is 12)."
+    )
     thresholds: tuple[Probability, Probability, Probability] = Field(
         (0.6, 0.7, 0.7), description="MTCNN P-Net, R-Net, O-Net score thresholds."
     )
@@ -122,6 +124,9 @@ class RecognitionConfig(_Strict):
     checkpoint: Path = Field(
         Path("checkpoints/adaface_ir101_webface12m.ckpt"),
         description="AdaFace checkpoint (.ckpt or state dict), relative to config.yaml.",
+    )
+    checkpoints_dir: Path = Field(
+        Path("checkpoints"), description="Where converted/cached weights (offline FaceNet) are kept."
     )
     allow_unsafe_checkpoint: bool = Field(
         False, description="Allow full pickle loading of checkpoints (only for files you trust)."
@@ -192,7 +197,10 @@ class AppConfig(_Strict):
             update={
                 "streams": tuple(s.model_copy(update={"path": absolute(s.path)}) for s in self.streams),
                 "recognition": self.recognition.model_copy(
-                    update={"checkpoint": absolute(self.recognition.checkpoint)}
+                    update={
+                        "checkpoint": absolute(self.recognition.checkpoint),
+                        "checkpoints_dir": absolute(self.recognition.checkpoints_dir),
+                    }
                 ),
                 "gallery": self.gallery.model_copy(update={"dir": absolute(self.gallery.dir)}),
                 "outputs": self.outputs.model_copy(update={"dir": absolute(self.outputs.dir)}),

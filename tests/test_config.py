@@ -35,7 +35,7 @@ def test_relative_paths_resolve_next_to_the_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("detection:\n  min_face_px: 3\n", "detection.min_face_px: must be >= 8, got 3"),
+        ("detection:\n  min_face_px: 3\n", "detection.min_face_px: must be >= 12, got 3"),
         ("detection:\n  min_fac_px: 30\n", "detection.min_fac_px: unknown key (allowed: min_face_px,"),
         ("colour: red\n", "colour: unknown key (allowed: streams, detection,"),
         (
@@ -119,7 +119,7 @@ def test_cli_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     bad.write_text("detection:\n  min_face_px: 3\n")
     assert main(["config", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {bad}: detection.min_face_px: must be >= 8, got 3"
+    assert err.strip() == f"error: {bad}: detection.min_face_px: must be >= 12, got 3"
     good = tmp_path / "good.yaml"
     good.write_text("streams:\n  - name: a\n    url: rtsp://u:${PW}@h/x\n")
     assert main(["config", "--config", str(good)]) == 2  # PW unset
