@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REQS   := requirements/torch.txt requirements/lock.txt requirements/nodeps.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test lint bench clean-venv config-reference
 
 setup: $(STAMP)
 
@@ -36,3 +36,6 @@ bench: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+config-reference: setup
+	$(PY) -m scripts.update_readme_reference

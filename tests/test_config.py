@@ -111,7 +111,7 @@ def test_readme_reference_matches_the_models() -> None:
     from stream.cli import reference_markdown
 
     readme = (REPO / "README.md").read_text()
-    assert reference_markdown() in readme, "README config reference is stale: paste `python run.py config --reference`"
+    assert reference_markdown() in readme, "README config reference is stale: run `make config-reference`"
 
 
 def test_cli_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
