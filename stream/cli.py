@@ -10,18 +10,20 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream.config import AppConfig, ConfigError, load_config, reference_rows, to_masked_yaml
+from stream.errors import UserError
+from stream.faces.embedder import ModelUnavailableError
 from stream.logs import mask_secrets, setup_logging
+
+if TYPE_CHECKING:
+    from stream.commands.models import Models
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = Path("config.yaml")
 
 log = logging.getLogger(__name__)
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, exit code 2."""
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_config(sub)
+    _add_embed(sub)
+    _add_verify(sub)
     return parser
 
 
@@ -59,6 +63,26 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     _config_option(p)
     p.add_argument("--reference", action="store_true", help="print the config reference table (Markdown)")
     p.set_defaults(handler=cmd_config)
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    from stream.commands import embed
+    from stream.commands.models import add_model_options
+
+    p = embed.add_parser(sub)
+    _config_option(p)
+    add_model_options(p)
+    p.set_defaults(handler=cmd_embed)
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    from stream.commands import verify
+    from stream.commands.models import add_model_options
+
+    p = verify.add_parser(sub)
+    _config_option(p)
+    add_model_options(p)
+    p.set_defaults(handler=cmd_verify)
 
 
 def read_config(path: Path | None) -> AppConfig:
@@ -91,6 +115,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _models(args: argparse.Namespace) -> tuple[AppConfig, Models]:
+    from stream.commands.models import build_models
+
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    _set_torch_threads(config.runtime.torch_threads)
+    return config, build_models(config, args)
+
+
+def _set_torch_threads(count: int) -> None:
+    """0 means half the cores: the pipeline runs several torch stages at once, and on a busy
+    2-core machine 2 intra-op threads made MTCNN 10-20x slower than 1 (measured)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(count or max(1, (os.cpu_count() or 2) // 2))
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from stream.commands.embed import run_embed
+
+    _, models = _models(args)
+    summary = run_embed(models, args.input_dir, args.output_dir, args.recursive)
+    print("\n".join(summary.lines()))
+    print(f"wrote {args.output_dir}/embeddings.npy, faces.csv, aligned/ [{models.embedder.model_id}]")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from stream.commands.verify import format_verdict, run_verify
+
+    config, models = _models(args)
+    verdict = run_verify(models, args.a, args.b, config.recognition.match_threshold)
+    print(format_verdict(verdict, args.json))
+    return EXIT_OK
+
+
 def reference_markdown() -> str:
     lines = ["| key | default | description |", "|---|---|---|"]
     lines += [f"| `{key}` | `{default}` | {desc} |" for key, default, desc in reference_rows()]
@@ -105,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, ModelUnavailableError) as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

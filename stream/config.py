@@ -88,6 +88,13 @@ class DetectionConfig(_Strict):
     detect_width: int | None = Field(
         640, ge=64, le=7680, description="Detect on a copy resized to this width (null: full size)."
     )
+    edge_pad: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.5,
+        description="Black border (share of the short side) added before detection so faces cut by the "
+        "frame edge are still found (0: stock facenet-pytorch).",
+    )
     max_batch: int = Field(8, ge=1, le=256, description="Most frames per detection batch (across streams).")
     max_wait_ms: float = Field(
         20.0, ge=0.0, le=1000.0, description="Longest wait to fill a batch before running it anyway."
@@ -164,7 +171,9 @@ class OutputsConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
-    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (0: leave torch's default).")
+    torch_threads: int = Field(
+        0, ge=0, le=256, description="torch intra-op threads per process (0: auto, half the CPU cores, at least 1)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve metrics on this port (null: off).")
 

@@ -24,3 +24,13 @@ def shared_file(root: Path, relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"missing shared data file {path}")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One intra-op thread: on a shared 2-core machine two threads oversubscribe badly."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)

@@ -1,0 +1,59 @@
+"""`run.py verify A B`: are the largest faces of two images the same person?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream.commands.models import Models
+from stream.errors import UserError
+from stream.faces.embedder import default_threshold
+from stream.faces.images import ImageReadError, read_bgr
+from stream.faces.still import cosine, crop_faces, embed_stack, largest_face
+
+
+@dataclass(frozen=True)
+class Verdict:
+    cosine: float
+    threshold: float
+    same: bool
+    model_id: str
+
+
+def run_verify(models: Models, a: Path, b: Path, threshold: float | None) -> Verdict:
+    crops = [_largest_face_crop(models, path) for path in (a, b)]
+    vectors, _ = embed_stack(models.embedder, crops)
+    chosen = default_threshold(models.embedder.model_id) if threshold is None else threshold
+    score = cosine(vectors[0], vectors[1])
+    return Verdict(round(score, 6), chosen, score >= chosen, models.embedder.model_id)
+
+
+def _largest_face_crop(models: Models, path: Path) -> np.ndarray:
+    try:
+        image = read_bgr(path)
+    except ImageReadError as exc:
+        raise UserError(str(exc)) from None
+    detections = models.detector.detect_one(image)
+    k = largest_face(detections)
+    if k is None:
+        raise UserError(f"{path}: no face found")
+    return crop_faces(image, detections.select([k]), models.embedder).crops[0]
+
+
+def format_verdict(verdict: Verdict, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(asdict(verdict))
+    word = "same person" if verdict.same else "different people"
+    return f"cosine {verdict.cosine:.4f} (threshold {verdict.threshold:.3f}): {word}  [{verdict.model_id}]"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("verify", help="compare the largest faces of two images (cosine, same/different)")
+    p.add_argument("a", type=Path, help="first image")
+    p.add_argument("b", type=Path, help="second image")
+    p.add_argument("--json", action="store_true", help="print JSON: cosine, threshold, same, model_id")
+    return p
