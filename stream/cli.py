@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_config(sub)
-    _add_embed(sub)
-    _add_verify(sub)
+    for name in ("embed", "verify", "enroll", "identify", "calibrate"):
+        _add_model_command(sub, name)
     return parser
 
 
@@ -65,24 +65,16 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_config)
 
 
-def _add_embed(sub: argparse._SubParsersAction) -> None:
-    from stream.commands import embed
+def _add_model_command(sub: argparse._SubParsersAction, name: str) -> None:
+    """A subcommand that needs the detector and embedder: its module's parser plus shared options."""
+    import importlib
+
     from stream.commands.models import add_model_options
 
-    p = embed.add_parser(sub)
+    p = importlib.import_module(f"stream.commands.{name}").add_parser(sub)
     _config_option(p)
     add_model_options(p)
-    p.set_defaults(handler=cmd_embed)
-
-
-def _add_verify(sub: argparse._SubParsersAction) -> None:
-    from stream.commands import verify
-    from stream.commands.models import add_model_options
-
-    p = verify.add_parser(sub)
-    _config_option(p)
-    add_model_options(p)
-    p.set_defaults(handler=cmd_verify)
+    p.set_defaults(handler=_HANDLERS[name])
 
 
 def read_config(path: Path | None) -> AppConfig:
@@ -151,6 +143,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verdict = run_verify(models, args.a, args.b, config.recognition.match_threshold)
     print(format_verdict(verdict, args.json))
     return EXIT_OK
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from stream.commands.enroll import run_enroll
+
+    config, models = _models(args)
+    text, code = run_enroll(models, args.gallery or config.gallery.dir, args.json, use_cache=config.gallery.cache)
+    print(text)
+    return code
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from stream.commands.identify import format_identities, run_identify
+
+    config, models = _models(args)
+    rec = config.recognition
+    faces = run_identify(
+        models,
+        args.gallery or config.gallery.dir,
+        args.image,
+        rec.match_threshold,
+        rec.min_margin,
+        per_image=args.per_image,
+        use_cache=config.gallery.cache,
+    )
+    print(format_identities(faces, args.json))
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from stream.commands.calibrate import run_calibrate
+
+    config, models = _models(args)
+    text, result = run_calibrate(
+        models,
+        pairs_csv=args.pairs,
+        gallery=args.gallery,
+        target_far=args.target_far,
+        plot_path=args.plot,
+        current_threshold=config.recognition.match_threshold,
+        use_cache=config.gallery.cache,
+    )
+    print(json.dumps(result) if args.json else text)
+    return EXIT_OK
+
+
+_HANDLERS: dict[str, Command] = {
+    "embed": cmd_embed,
+    "verify": cmd_verify,
+    "enroll": cmd_enroll,
+    "identify": cmd_identify,
+    "calibrate": cmd_calibrate,
+}
 
 
 def reference_markdown() -> str:

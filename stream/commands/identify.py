@@ -1,0 +1,116 @@
+"""`run.py identify IMAGE`: who is each face of a still image, against the enrolled gallery?
+
+Every detected face gets its box, the best gallery person (or unknown), the cosine score and
+the margin over the runner-up; the decision rule is ``stream.identity.matcher``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stream.commands.models import Models
+from stream.errors import UserError
+from stream.faces.embedder import default_threshold
+from stream.faces.images import ImageReadError, read_bgr
+from stream.faces.still import crop_faces, embed_stack
+from stream.identity.matcher import GalleryLike, Matcher
+from stream.types import Identity, Match
+
+if TYPE_CHECKING:
+    from stream.identity.gallery import Gallery
+
+JSON_KEYS = ("box", "person", "score", "margin")
+
+
+def load_gallery(models: Models, gallery_dir: Path, use_cache: bool = True) -> Gallery:
+    """Enroll ``gallery_dir`` (cached per model); UserError when nobody could be enrolled."""
+    from stream.identity.gallery import enroll
+
+    gallery = enroll(gallery_dir, models, use_cache=use_cache)
+    if not gallery.names:
+        raise UserError(f"{gallery_dir}: nobody enrolled (run.py enroll shows why)")
+    return gallery
+
+
+def run_identify(
+    models: Models,
+    gallery: Path | GalleryLike,
+    image_path: Path,
+    threshold: float | None,
+    min_margin: float,
+    per_image: bool = False,
+    use_cache: bool = True,
+) -> list[dict[str, Any]]:
+    """One dict per face (detector order) with exactly the keys of ``JSON_KEYS``.
+
+    ``gallery`` is a gallery folder (enrolled here) or an enrolled gallery. ``threshold`` None
+    means the model's calibrated default. ``per_image`` matches against every enrolled image
+    (a person's best) instead of the fused templates.
+    """
+    image = _read(image_path)  # before enrolling: a wrong path fails at once
+    if isinstance(gallery, Path):
+        gallery = load_gallery(models, gallery, use_cache)
+    _check_model(gallery, models.embedder.model_id)
+    chosen = default_threshold(models.embedder.model_id) if threshold is None else threshold
+    matcher = Matcher.from_gallery(gallery, chosen, min_margin, top_k=2, per_image=per_image)
+    faces = crop_faces(image, models.detector.detect_one(image), models.embedder)
+    if len(faces.detections) == 0:
+        return []
+    vectors, _ = embed_stack(models.embedder, list(faces.crops))
+    return [
+        _face_dict(box, match, matcher.decide(match))
+        for box, match in zip(faces.detections.boxes, matcher.match(vectors), strict=True)
+    ]
+
+
+def _check_model(gallery: GalleryLike, model_id: str) -> None:
+    if gallery.model_id != model_id:
+        raise UserError(f"gallery was enrolled with {gallery.model_id}, but the current model is {model_id}")
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return read_bgr(path)
+    except ImageReadError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _face_dict(box: np.ndarray, match: Match, identity: Identity) -> dict[str, Any]:
+    best = match.best
+    return {
+        "box": [round(float(v), 2) for v in box],
+        "person": identity.person,
+        "score": round(best[1], 6) if best is not None else None,
+        "margin": round(match.margin, 6),
+    }
+
+
+def format_identities(faces: list[dict[str, Any]], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(faces)
+    if not faces:
+        return "no faces found"
+    return "\n".join(_face_line(i, face) for i, face in enumerate(faces, 1))
+
+
+def _face_line(number: int, face: dict[str, Any]) -> str:
+    box = ", ".join(f"{v:.0f}" for v in face["box"])
+    who = face["person"] or "unknown"
+    score = "none" if face["score"] is None else f"{face['score']:.3f}"
+    return f"face {number} [{box}]: {who} (score {score}, margin {face['margin']:.3f})"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("identify", help="name every face of an image against the gallery (or unknown)")
+    p.add_argument("image", type=Path, help="image to identify")
+    p.add_argument(
+        "--gallery", type=Path, default=None, help="folder of <person>/<images> (default: config gallery.dir)"
+    )
+    p.add_argument("--per-image", action="store_true", help="match every enrolled image, not the fused templates")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {box, person, score, margin}")
+    return p

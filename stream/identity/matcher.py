@@ -1,0 +1,227 @@
+"""1:N matching of embeddings against a gallery (pure numpy): top-k persons, margin, decision.
+
+One float32 matrix product scores a batch of queries against every gallery row; ``argpartition``
+picks the top candidates without sorting all persons. Brute force in RAM is exact and fast to
+about 10⁵–10⁶ persons (``python -m bench.matcher``); past that an ANN index takes over.
+
+Scores are cosine similarities clipped to [-1, 1]. A person's score is the cosine to their
+template, or in per-image mode the best cosine over their enrolled images.
+
+**Margin.** ``margin = best - second`` where *second* is the best score of any *other* person.
+With a one-person gallery there is no rival, so *second* is the cosine floor -1 and the margin
+is ``best + 1`` (in [0, 2]). The margin exists to catch *ambiguity between enrolled people*
+(two look-alikes both above the threshold); with nobody to confuse the face with, only the
+threshold decides. So margin is always in [0, 2], ``min_margin`` in [0, 2] keeps its meaning,
+and a tie at the top has margin 0: unknown whenever ``min_margin > 0``.
+
+**Decision.** A face is named only when ``best >= threshold`` and ``margin >= min_margin``;
+otherwise it is unknown (``Identity.person is None``). Ties in score are ordered by gallery
+order (the earlier person first), so results repeat run to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from stream.types import Identity, Match
+
+UNIT_TOLERANCE = 1e-3  # |‖row‖ - 1| allowed for templates and queries
+NO_RIVAL = -1.0  # the "second-best" score when the gallery has one person
+
+
+class PersonLike(Protocol):
+    @property
+    def vectors(self) -> np.ndarray:
+        """(N_i, D) unit rows, one per enrolled image."""
+        ...
+
+
+class GalleryLike(Protocol):
+    """What ``Matcher.from_gallery`` reads (``stream.identity.gallery.Gallery`` fits)."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def templates(self) -> np.ndarray: ...
+
+    @property
+    def people(self) -> Sequence[PersonLike]: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Top candidates of a batch: (Q, K) person indices and scores, best first; (Q,) margins."""
+
+    index: np.ndarray
+    score: np.ndarray
+    margin: np.ndarray
+
+
+class Matcher:
+    """Scores unit embeddings against P persons and decides person or unknown.
+
+    ``templates`` (P, D) has one unit row per person, in the order of ``names``. With
+    ``counts`` (P,) it instead holds sum(counts) rows, ``counts[i]`` consecutive rows for
+    person i, and a person's score is the max over their rows (per-image matching).
+    Raises ValueError naming the field for bad shapes, duplicate names, non-finite or
+    non-unit rows, or thresholds out of range.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        templates: np.ndarray,
+        threshold: float,
+        min_margin: float,
+        top_k: int = 3,
+        *,
+        counts: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        self.names: tuple[str, ...] = _check_names(names)
+        self.vectors: np.ndarray = _check_rows("templates", templates)
+        self._starts = _check_counts(counts, len(self.names), self.vectors.shape[0])
+        self.threshold = _check_range("threshold", threshold, -1.0, 1.0)
+        self.min_margin = _check_range("min_margin", min_margin, 0.0, 2.0)
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise ValueError(f"top_k: must be an integer >= 1, got {top_k!r}")
+        self.top_k = int(top_k)
+
+    @classmethod
+    def from_gallery(
+        cls,
+        gallery: GalleryLike,
+        threshold: float,
+        min_margin: float,
+        top_k: int = 3,
+        per_image: bool = False,
+    ) -> Matcher:
+        """Match against the fused templates, or with ``per_image`` against every enrolled image."""
+        if not per_image:
+            return cls(gallery.names, gallery.templates, threshold, min_margin, top_k)
+        blocks = [np.asarray(p.vectors, np.float32) for p in gallery.people]
+        dim = int(np.asarray(gallery.templates).shape[-1])
+        rows = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
+        return cls(gallery.names, rows, threshold, min_margin, top_k, counts=[b.shape[0] for b in blocks])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        """Number of persons."""
+        return len(self.names)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(Q, P) float32 person scores of unit ``queries`` (Q, D), clipped to [-1, 1]."""
+        q = _check_rows("queries", queries, dim=self.dim)
+        rows = q @ self.vectors.T
+        if self._starts is not None and rows.shape[1] > 0:
+            rows = np.maximum.reduceat(rows, self._starts, axis=1)
+        return np.clip(rows, -1.0, 1.0, out=rows)
+
+    def match(self, queries: np.ndarray) -> list[Match]:
+        """The top-k persons (best first) and margin of each query row."""
+        scored = _top(self.scores(queries), self.top_k)
+        k = min(self.top_k, len(self.names))
+        return [
+            Match(tuple(zip((self.names[j] for j in idx[:k]), sc[:k].tolist(), strict=True)), float(m))
+            for idx, sc, m in zip(scored.index, scored.score, scored.margin, strict=True)
+        ]
+
+    def decide(self, match: Match) -> Identity:
+        """Person when best >= threshold and margin >= min_margin; else unknown.
+
+        ``confidence`` is the best cosine (also for unknown faces: how close the nearest person
+        came); ``votes`` is 1 for a named single observation, 0 for unknown.
+        """
+        best = match.best
+        if best is None:
+            return Identity(None, -1.0, 0)
+        person, score = best
+        if score >= self.threshold and match.margin >= self.min_margin:
+            return Identity(person, score, 1)
+        return Identity(None, score, 0)
+
+    def identify(self, queries: np.ndarray) -> list[tuple[Match, Identity]]:
+        """``match`` then ``decide`` for each query row."""
+        return [(m, self.decide(m)) for m in self.match(queries)]
+
+
+def _top(scores: np.ndarray, top_k: int) -> _Scored:
+    """Best ``max(top_k, 2)`` columns per row, ordered by score then column; margin to the runner-up."""
+    q, p = scores.shape
+    k = min(max(top_k, 2), p)
+    if k == 0:
+        empty = np.zeros((q, 0))
+        return _Scored(empty.astype(np.intp), empty.astype(np.float32), np.zeros(q))
+    index = np.argpartition(scores, p - k, axis=1)[:, p - k :]  # unordered best k (all when k == p)
+    top = np.take_along_axis(scores, index, axis=1)
+    order = np.lexsort((index, -top), axis=1)
+    index = np.take_along_axis(index, order, axis=1)
+    top = np.take_along_axis(top, order, axis=1)
+    second = top[:, 1] if k >= 2 else np.full(q, NO_RIVAL, np.float32)
+    margin = np.clip(top[:, 0].astype(np.float64) - second, 0.0, 2.0)
+    return _Scored(index, top, margin)
+
+
+def _check_names(names: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise ValueError("names: expected a sequence of person names, got one string")
+    out = tuple(names)
+    bad = [n for n in out if not isinstance(n, str) or not n]
+    if bad:
+        raise ValueError(f"names: every name must be a non-empty string, got {bad[0]!r}")
+    if len(set(out)) != len(out):
+        dupes = sorted({n for n in out if out.count(n) > 1})
+        raise ValueError(f"names: must be unique, repeated: {', '.join(dupes)}")
+    return out
+
+
+def _check_rows(field: str, value: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """A read-only C-contiguous float32 (N, D) view (copied only when the input is not one)."""
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{field}: expected a float array, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise ValueError(f"{field}: expected shape (N, D) with D >= 1, got {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{field}: expected dimension {dim} (the gallery's), got {arr.shape[1]}")
+    arr = np.ascontiguousarray(arr, np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{field}: contains NaN or inf")
+    lengths = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
+    off = np.flatnonzero(np.abs(lengths - 1.0) > UNIT_TOLERANCE)
+    if off.size:
+        raise ValueError(f"{field}: rows must be unit-norm, row {off[0]} has norm {lengths[off[0]]:.6f}")
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _check_counts(counts: Sequence[int] | np.ndarray | None, persons: int, rows: int) -> np.ndarray | None:
+    """Start row of each person's block (per-image mode), or None for one template per person."""
+    if counts is None:
+        if rows != persons:
+            raise ValueError(f"templates: expected one row per name ({persons}), got {rows} rows")
+        return None
+    c = np.asarray(counts)
+    if c.shape != (persons,) or not np.issubdtype(c.dtype, np.integer) or (persons and c.min() < 1):
+        raise ValueError(f"counts: expected {persons} integers >= 1 (rows per name), got {counts!r}")
+    if int(c.sum()) != rows:
+        raise ValueError(f"counts: sum to {int(c.sum())}, but templates has {rows} rows")
+    return np.concatenate([[0], np.cumsum(c)[:-1]]).astype(np.intp)
+
+
+def _check_range(field: str, value: float, low: float, high: float) -> float:
+    number = float(value)
+    if not (low <= number <= high):
+        raise ValueError(f"{field}: must be in [{low:g}, {high:g}], got {value!r}")
+    return number
