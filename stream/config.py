@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.logs import mask_secrets
+from trackers import TrackerSettings
 
 __all__ = [
     "AppConfig",
@@ -118,6 +119,19 @@ class TrackingConfig(_Strict):
     low_score_threshold: float = Field(
         0.8, gt=0.0, lt=1.0, description="Detections scoring below this go to the second pass only."
     )
+    low_score_iou_gate: float = Field(
+        0.5, gt=0.0, le=1.0, description="Least IoU for a low-score detection to extend a track (stricter)."
+    )
+    process_noise: float = Field(
+        2.0, gt=0.0, le=100.0, description="Kalman acceleration noise, in box sizes per second squared."
+    )
+    measurement_noise: float = Field(
+        0.05, gt=0.0, le=1.0, description="Detector box jitter as a fraction of the box size."
+    )
+
+    def tracker_settings(self) -> TrackerSettings:
+        """The trackers library's settings for these values."""
+        return TrackerSettings(**self.model_dump())
 
 
 class RecognitionConfig(_Strict):

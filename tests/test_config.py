@@ -143,3 +143,11 @@ def test_run_py_config_prints_and_unknown_key_exits_2(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "tracking.max_age: unknown key" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_tracking_section_maps_onto_the_tracker_library() -> None:
+    from trackers import TrackerSettings
+
+    assert AppConfig().tracking.tracker_settings() == TrackerSettings()
+    custom = parse_config("tracking:\n  max_age_s: 2.5\n  min_hits: 1\n").tracking.tracker_settings()
+    assert (custom.max_age_s, custom.min_hits) == (2.5, 1)

@@ -1,8 +1,21 @@
 """A small, pure multi-object tracker library (numpy, scipy, filterpy only).
 
-It never imports the application package ``stream``.
+It never imports the application package ``stream``. Use ``Tracker(TrackerSettings(...))`` and call
+``update(boxes, scores, t)`` once per frame; see ``trackers.tracker`` for the track life cycle.
 """
 
+from trackers.association import associate, iou_matrix, valid_boxes
+from trackers.kalman import BoxKalmanFilter
+from trackers.tracker import Tracker, TrackerSettings
 from trackers.types import TrackSnapshot, TrackState
 
-__all__ = ["TrackSnapshot", "TrackState"]
+__all__ = [
+    "BoxKalmanFilter",
+    "TrackSnapshot",
+    "TrackState",
+    "Tracker",
+    "TrackerSettings",
+    "associate",
+    "iou_matrix",
+    "valid_boxes",
+]
