@@ -162,6 +162,13 @@ class RecognitionConfig(_Strict):
         0.05, ge=0.0, le=2.0, description="Best score must beat the second person by this much, else unknown."
     )
     min_votes: int = Field(2, ge=1, le=50, description="Embeddings of a track that must agree before naming it.")
+    keep_top_k: int = Field(5, ge=1, le=100, description="Embeddings kept per track, highest feature norm first.")
+    norm_floor: float = Field(
+        0.0, ge=0.0, le=1000.0, description="Embeddings with a feature norm below this are ignored (0: off)."
+    )
+    switch_votes: int = Field(
+        3, ge=1, le=100, description="Updates a new person must lead in a row before a named track is renamed."
+    )
     max_attempts_per_track: int = Field(
         8, ge=1, le=1000, description="Most crops embedded per track before the slow re-check."
     )
