@@ -53,8 +53,26 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the streams of the config (no streams: the built-in demo)")
+    from stream.commands.models import add_model_options
+
+    p = sub.add_parser("run", help="recognise faces in the configured streams (none: the built-in demo)")
     _config_option(p)
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="file, image folder, URL (rtsp://, lavfi:...) or webcam index; repeat for several",
+    )
+    p.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
+    p.add_argument("--output", type=Path, default=None, help="annotated video (a folder with several sources)")
+    p.add_argument("--events", type=Path, default=None, help="events JSON-lines file")
+    p.add_argument("--summary", type=Path, default=None, help="write the run summary JSON here")
+    p.add_argument("--tracks-out", type=Path, default=None, help="per-frame tracks, MOT Challenge text format")
+    p.add_argument("--display", action="store_true", help="show a window (only when a display exists)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop each stream after N frames")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:P")
+    add_model_options(p)
     p.set_defaults(handler=cmd_run)
 
 
@@ -95,15 +113,26 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from stream.app import RunOptions, run_app
+
     config = read_config(args.config)
     setup_logging(config.runtime.log_level)
-    if not config.streams:
-        print("No streams configured: the built-in demo will run here (a clip made from package face")
-        print("photos, recognised against a demo gallery, written to recordings/demo.mp4 and events).")
-        print("The demo arrives with the stream app; until then this prints the plan and exits.")
-    for s in config.streams:
-        source = s.url or s.path or s.webcam
-        print(f"stream {s.name}: {mask_secrets(str(source))} ({s.effective_mode} mode)")
+    _set_torch_threads(config.runtime.torch_threads)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames: must be >= 1, got {args.max_frames}")
+    options = RunOptions(
+        sources=tuple(args.source),
+        gallery=args.gallery,
+        output=args.output,
+        events=args.events,
+        summary=args.summary,
+        tracks_out=args.tracks_out,
+        display=args.display or config.outputs.display,
+        max_frames=args.max_frames,
+        metrics_port=args.metrics_port or config.runtime.metrics_port,
+    )
+    summary = run_app(config, options, args)
+    print(summary.table())
     return EXIT_OK
 
 
@@ -217,6 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UserError, ModelUnavailableError) as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:
+        from stream.pipeline.graph import PipelineError
+
+        if not isinstance(exc, PipelineError):
+            raise
+        user_mistake = isinstance(exc.__cause__, UserError)
+        print(f"error: {mask_secrets(str(exc.__cause__) if user_mistake else str(exc))}", file=sys.stderr)
+        return EXIT_USAGE if user_mistake else EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,0 +1,141 @@
+"""Build and run the stream app: streams → one detector, one embedder → outputs, and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream.commands.models import Models, build_models
+from stream.config import AppConfig, StreamConfig
+from stream.errors import UserError
+from stream.faces.embedder import default_threshold
+from stream.identity.bestshot import BestShotSettings
+from stream.identity.gallery import enroll
+from stream.identity.matcher import Matcher
+from stream.identity.voting import TrackVoter, VotingSettings
+from stream.outputs.summary import RunSummary
+from stream.pipeline.graph import Pipeline, PipelineSettings
+from stream.pipeline.recognise import Recogniser
+from stream.pipeline.writers import OutputPaths, OutputWriters, summarise
+from stream.sources import open_source
+
+log = logging.getLogger(__name__)
+
+DEMO_STREAM = "demo"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices of `run.py [run]` (None: take config.yaml's)."""
+
+    sources: tuple[str, ...] = ()
+    gallery: Path | None = None
+    output: Path | None = None
+    events: Path | None = None
+    summary: Path | None = None
+    tracks_out: Path | None = None
+    display: bool = False
+    max_frames: int | None = None
+    metrics_port: int | None = None
+
+
+def stream_from_arg(text: str, index: int) -> StreamConfig:
+    """`--source` value → a stream: a webcam index, a URL (scheme://, lavfi:) or a path."""
+    if text.isdigit():
+        return StreamConfig(name=f"cam{text}", webcam=int(text))
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text) or text.startswith("lavfi:"):
+        return StreamConfig(name=f"stream{index}", url=text)
+    if text.startswith("/dev/video"):
+        return StreamConfig(name=Path(text).name, webcam=text)
+    path = Path(text)
+    if not path.exists():
+        raise UserError(f"--source {text}: no such file or folder")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem or path.name) or f"stream{index}"
+    return StreamConfig(name=name, path=path.resolve())
+
+
+def plan_streams(config: AppConfig, options: RunOptions) -> tuple[tuple[StreamConfig, ...], Path | None]:
+    """The streams to run and the gallery to use; no streams anywhere → the built-in demo."""
+    if options.sources:
+        streams = tuple(stream_from_arg(text, i) for i, text in enumerate(options.sources))
+        _check_unique(streams)
+        return streams, options.gallery
+    if config.streams:
+        return config.streams, options.gallery
+    from stream.demo import prepare_demo
+
+    clip, gallery = prepare_demo(config.outputs.dir / ".demo")
+    log.info("no streams configured: running the built-in demo (%s)", clip)
+    return (StreamConfig(name=DEMO_STREAM, path=clip, mode="file"),), options.gallery or gallery
+
+
+def _check_unique(streams: tuple[StreamConfig, ...]) -> None:
+    names = [s.name for s in streams]
+    if len(set(names)) != len(names):
+        raise UserError(f"--source: two sources share a name ({', '.join(names)}); rename a file")
+
+
+def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Matcher:
+    rec = config.recognition
+    threshold = rec.match_threshold if rec.match_threshold is not None else default_threshold(models.embedder.model_id)
+    if not gallery_dir.is_dir():
+        log.warning("gallery %s not found: every face will be unknown", gallery_dir)
+        return _empty_matcher(threshold, rec.min_margin)
+    gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
+    if not gallery.people:
+        log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
+        return _empty_matcher(threshold, rec.min_margin)
+    log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
+    return Matcher.from_gallery(gallery, threshold, rec.min_margin)
+
+
+def _empty_matcher(threshold: float, min_margin: float) -> Matcher:
+    return Matcher((), np.zeros((0, 512), np.float32), threshold, min_margin)
+
+
+def build_recogniser(models: Models, config: AppConfig, matcher: Matcher) -> Recogniser:
+    rec = config.recognition
+    voting = VotingSettings.from_recognition(
+        rec, top_k=rec.keep_top_k, norm_floor=rec.norm_floor, switch_votes=rec.switch_votes
+    )
+    return Recogniser(
+        models.embedder,
+        TrackVoter(matcher, voting),
+        config.tracking.tracker_settings(),
+        BestShotSettings.from_recognition(rec),
+        config.detection.min_face_px,
+        embed_limit=rec.batch_size,
+    )
+
+
+def run_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespace) -> RunSummary:
+    """Run every stream to its end (or Ctrl-C); return the summary as a dict."""
+    streams, gallery_override = plan_streams(config, options)
+    paths = OutputPaths.for_streams(config.outputs, streams, options)
+    sources = [open_source(spec) for spec in streams]
+    models = build_models(config, model_args)
+    matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
+    fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
+    writers = OutputWriters(paths, fps, display=options.display, metrics_port=options.metrics_port)
+    det = config.detection
+    pipeline = Pipeline(
+        sources,
+        models.detector.detect,
+        build_recogniser(models, config, matcher),
+        writers,
+        PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames),
+        live={s.name for s in streams if s.effective_mode == "live"},
+    )
+    try:
+        pipeline.run()
+    finally:
+        summary = summarise(pipeline.counters, pipeline, writers)
+        if options.summary is not None:
+            options.summary.parent.mkdir(parents=True, exist_ok=True)
+            options.summary.write_text(summary.to_json() + "\n")
+    return summary

@@ -1,0 +1,262 @@
+"""Stage threads and their wiring: sources → batcher+detector → recogniser → outputs.
+
+One source thread per stream; one detection thread (the batcher); one recognition thread that owns
+the trackers, best-shot mailboxes and votes and embeds synchronously; one output thread that owns
+every writer and the event sink. Every wait has a timeout and checks one stop event; a stage error
+sets the stop event and is re-raised by ``Pipeline.run`` after all threads are joined.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from stream.pipeline.batcher import Batcher, DetectFn, detect_batch
+from stream.pipeline.channels import Channel, Stopped
+from stream.pipeline.inbox import FileInbox, Inbox, LiveInbox
+from stream.pipeline.messages import Annotated, Detected, EndOfStream
+from stream.pipeline.recognise import Recogniser
+from stream.sources import FrameSource, SourceStatus
+from stream.types import Event, EventKind, Frame
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 5.0
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; ``stage`` names it and ``__cause__`` is the original exception."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"{stage} stage failed: {type(error).__name__}: {error}")
+        self.stage = stage
+
+
+@dataclass
+class StreamCounters:
+    """Per-stream counts, each written by one thread only."""
+
+    frames_in: int = 0  # source thread
+    reconnects: int = 0  # source thread
+    decode_errors: int = 0  # source thread
+    frames_out: int = 0  # output thread
+    ended: bool = False  # output thread
+
+
+@dataclass
+class Counters:
+    streams: dict[str, StreamCounters] = field(default_factory=dict)
+    embeddings: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class OutputStage:
+    """What the output thread drives (implemented in stream.pipeline.outputs)."""
+
+    def frame(self, item: Annotated) -> None: ...
+    def events(self, events: Sequence[Event]) -> None: ...
+    def end_stream(self, stream_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_batch: int = 8
+    max_wait_ms: float = 20.0
+    every_n_frames: int = 1
+    max_frames: int | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        sources: Sequence[FrameSource],
+        detect: DetectFn,
+        recogniser: Recogniser,
+        output: OutputStage,
+        settings: PipelineSettings,
+        stop: threading.Event | None = None,
+        live: set[str] | None = None,
+    ) -> None:
+        """``live`` names the streams that drop at the door (default: the sources that say is_live)."""
+        self._sources = list(sources)
+        self._detect = detect
+        self._recogniser = recogniser
+        self._output = output
+        self._settings = settings
+        self.stop = stop or threading.Event()
+        self.counters = Counters({s.stream_id: StreamCounters() for s in sources})
+        live = {s.stream_id for s in sources if s.is_live} if live is None else live
+        self._inboxes: list[Inbox] = [
+            LiveInbox(s.stream_id) if s.stream_id in live else FileInbox(s.stream_id) for s in sources
+        ]
+        self._detected: Channel[list[Detected | EndOfStream]] = Channel(4, "detected")
+        self._annotated: Channel[Annotated | EndOfStream] = Channel(32, "annotated")
+        self._status: Channel[Event] = Channel(256, "status")
+        self._errors: list[tuple[str, BaseException]] = []
+        self._errors_lock = threading.Lock()
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> Counters:
+        """Run until every stream ends (or stop is set); raise the first stage error."""
+        threads = [
+            self._thread(f"source:{s.stream_id}", self._source_loop, s, inbox)
+            for s, inbox in zip(self._sources, self._inboxes, strict=True)
+        ]
+        threads += [
+            self._thread("detect", self._detect_loop),
+            self._thread("recognise", self._recognise_loop),
+            self._thread("output", self._output_loop),
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            self._wait(threads)
+        except KeyboardInterrupt:
+            log.warning("interrupted: finishing outputs")
+            self.stop.set()
+            self._join(threads, JOIN_TIMEOUT_S)
+            raise
+        if self._errors:
+            stage, error = self._errors[0]
+            raise PipelineError(stage, error) from error
+        return self.counters
+
+    def _thread(self, name: str, target: Callable[..., None], *args: object) -> threading.Thread:
+        return threading.Thread(target=self._guard, args=(name, target, *args), name=name, daemon=True)
+
+    def _guard(self, name: str, target: Callable[..., None], *args: object) -> None:
+        try:
+            target(*args)
+        except Stopped:
+            pass
+        except BaseException as error:  # surfaced by run()
+            log.error("%s stage failed: %s", name, error, exc_info=True)
+            with self._errors_lock:
+                self._errors.append((name, error))
+            self.stop.set()
+
+    def _wait(self, threads: list[threading.Thread]) -> None:
+        output = threads[-1]
+        while output.is_alive():
+            output.join(timeout=0.2)
+        self.stop.set()  # outputs done (or failed): release every other stage
+        self._join(threads, JOIN_TIMEOUT_S)
+
+    @staticmethod
+    def _join(threads: list[threading.Thread], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in threads if t.is_alive()]
+        if alive:
+            log.warning("threads still running after %.0f s: %s", timeout, ", ".join(alive))
+
+    # ------------------------------------------------------------ stages
+
+    def _source_loop(self, source: FrameSource, inbox: Inbox) -> None:
+        counters = self.counters.streams[source.stream_id]
+        limit = self._settings.max_frames
+
+        def emit(item: Frame | SourceStatus) -> bool:
+            if isinstance(item, SourceStatus):
+                self._status.put(_status_event(item), self.stop)
+                counters.reconnects += item.kind == "up" and item.epoch > 0
+                return not self.stop.is_set()
+            counters.frames_in += 1
+            inbox.offer(item, self.stop)
+            return not self.stop.is_set() and (limit is None or counters.frames_in < limit)
+
+        try:
+            stats = source.run(emit, self.stop)
+            counters.decode_errors = stats.decode_errors_skipped
+        finally:
+            if not self.stop.is_set():
+                inbox.close(self.stop)
+
+    def _detect_loop(self) -> None:
+        s = self._settings
+        batcher = Batcher(self._inboxes, s.max_batch, s.max_wait_ms, s.every_n_frames)
+        while not batcher.finished:
+            batch = batcher.collect(self.stop)
+            if batch:
+                self._detected.put(detect_batch(batch, self._detect, batcher.needs_detection), self.stop)
+
+    def _recognise_loop(self) -> None:
+        open_streams = len(self._sources)
+        while open_streams:
+            batch = self._detected.get(self.stop)
+            for segment in _segments(batch):
+                if isinstance(segment, EndOfStream):
+                    self._end_stream(segment)
+                    open_streams -= 1
+                else:
+                    for item in self._recogniser.process(segment):
+                        self._annotated.put(item, self.stop)
+            self.counters.embeddings = self._recogniser.embeddings
+
+    def _end_stream(self, marker: EndOfStream) -> None:
+        events = self._recogniser.end_stream(marker.stream_id)
+        self._annotated.put(EndOfStream(marker.stream_id, tuple(events)), self.stop)
+
+    def _output_loop(self) -> None:
+        open_streams = {s.stream_id for s in self._sources}
+        try:
+            while open_streams:
+                self._drain_status()
+                item = self._annotated.get(self.stop, timeout=0.1)
+                if item is None:
+                    continue
+                if isinstance(item, EndOfStream):
+                    self._drain_status()
+                    self._output.events(item.events)
+                    self._output.end_stream(item.stream_id)
+                    open_streams.discard(item.stream_id)
+                    self.counters.streams[item.stream_id].ended = True
+                else:
+                    self._output.frame(item)
+                    self.counters.streams[item.frame.stream_id].frames_out += 1
+            self._drain_status()
+        finally:
+            self._output.close()
+
+    def _drain_status(self) -> None:
+        events = []
+        while (event := self._status.get_nowait()) is not None:
+            events.append(event)
+        if events:
+            self._output.events(events)
+
+    def dropped(self) -> dict[str, int]:
+        return {inbox.stream_id: inbox.dropped for inbox in self._inboxes}
+
+    def queue_depths(self) -> dict[str, int]:
+        depths = {f"inbox:{i.stream_id}": i.depth() for i in self._inboxes}
+        depths.update(detected=self._detected.depth(), annotated=self._annotated.depth())
+        return depths
+
+
+def _segments(batch: list[Detected | EndOfStream]) -> list[list[Detected] | EndOfStream]:
+    """Split a batch into runs of frames and the end markers between them, in order."""
+    out: list[list[Detected] | EndOfStream] = []
+    run: list[Detected] = []
+    for item in batch:
+        if isinstance(item, EndOfStream):
+            if run:
+                out.append(run)
+                run = []
+            out.append(item)
+        else:
+            run.append(item)
+    if run:
+        out.append(run)
+    return out
+
+
+def _status_event(status: SourceStatus) -> Event:
+    kind = EventKind.STREAM_UP if status.kind == "up" else EventKind.STREAM_DOWN
+    return Event(status.at, status.stream_id, kind, extra=(("epoch", status.epoch), ("reason", status.reason)))

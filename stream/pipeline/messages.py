@@ -1,0 +1,46 @@
+"""Typed messages passed between pipeline stages (frozen; frames are read-only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.types import Event, FaceDetections, Frame
+from trackers import TrackSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The stream's source has finished (or failed); no more frames follow for it."""
+
+    stream_id: str
+    events: tuple[Event, ...] = ()  # the stream's last events (its tracks ending)
+
+
+@dataclass(frozen=True, slots=True)
+class Detected:
+    """A frame and its faces; ``detections`` is None when detection was skipped for this frame."""
+
+    frame: Frame
+    detections: FaceDetections | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackLabel:
+    """What the overlay shows for one track."""
+
+    snapshot: TrackSnapshot
+    person: str | None
+    score: float | None
+    quality: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Annotated:
+    """A processed frame: its tracks with labels, and the events it caused."""
+
+    frame: Frame
+    labels: tuple[TrackLabel, ...]
+    events: tuple[Event, ...]
+    snapshots: tuple[tuple[int, np.ndarray], ...] = ()  # (track_id, best crop) for newly named tracks
