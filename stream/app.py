@@ -113,8 +113,27 @@ def build_recogniser(models: Models, config: AppConfig, matcher: Matcher) -> Rec
     )
 
 
-def run_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespace) -> RunSummary:
-    """Run every stream to its end (or Ctrl-C); return the summary as a dict."""
+@dataclass
+class App:
+    """A built, not yet started, run: the pipeline and the output stage that owns the writers."""
+
+    pipeline: Pipeline
+    writers: OutputWriters
+    summary_path: Path | None
+
+    def run(self) -> RunSummary:
+        """Run every stream to its end (or Ctrl-C / a stage error); the summary is written either way."""
+        try:
+            self.pipeline.run()
+        finally:
+            summary = summarise(self.pipeline.counters, self.pipeline, self.writers)
+            if self.summary_path is not None:
+                self.summary_path.parent.mkdir(parents=True, exist_ok=True)
+                self.summary_path.write_text(summary.to_json() + "\n")
+        return summary
+
+
+def build_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespace) -> App:
     streams, gallery_override = plan_streams(config, options)
     paths = OutputPaths.for_streams(config.outputs, streams, options)
     sources = [open_source(spec) for spec in streams]
@@ -131,11 +150,10 @@ def run_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespa
         PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames),
         live={s.name for s in streams if s.effective_mode == "live"},
     )
-    try:
-        pipeline.run()
-    finally:
-        summary = summarise(pipeline.counters, pipeline, writers)
-        if options.summary is not None:
-            options.summary.parent.mkdir(parents=True, exist_ok=True)
-            options.summary.write_text(summary.to_json() + "\n")
-    return summary
+    writers.watch(pipeline)
+    return App(pipeline, writers, options.summary)
+
+
+def run_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespace) -> RunSummary:
+    """Build and run; return the summary."""
+    return build_app(config, options, model_args).run()

@@ -93,7 +93,8 @@ class Pipeline:
         self._inboxes: list[Inbox] = [
             LiveInbox(s.stream_id) if s.stream_id in live else FileInbox(s.stream_id) for s in sources
         ]
-        self._detected: Channel[list[Detected | EndOfStream]] = Channel(4, "detected")
+        # Live streams: no read-ahead between stages, so a frame waits behind at most one batch.
+        self._detected: Channel[list[Detected | EndOfStream]] = Channel(1 if live else 4, "detected")
         self._annotated: Channel[Annotated | EndOfStream] = Channel(32, "annotated")
         self._status: Channel[Event] = Channel(256, "status")
         self._errors: list[tuple[str, BaseException]] = []

@@ -94,6 +94,12 @@ class OutputWriters:
         self.tracks: set[str] = set()
         self.events_written = 0
         self._snapshot_paths: dict[str, Path] = {}
+        self._pipeline: Pipeline | None = None
+        self._seen: dict[str, tuple[int, int, int]] = {}  # stream -> (frames_in, dropped, reconnects) reported
+
+    def watch(self, pipeline: Pipeline) -> None:
+        """Report this pipeline's counters and queue depths as metrics (read from the output thread)."""
+        self._pipeline = pipeline
 
     # ------------------------------------------------------------ OutputStage
 
@@ -119,6 +125,7 @@ class OutputWriters:
         out.latencies.append(latency)
         self.metrics.frames_processed(frame.stream_id)
         self.metrics.observe_latency("frame_to_output", latency)
+        self._sync_metrics(frame.stream_id)
 
     def events(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -163,6 +170,21 @@ class OutputWriters:
 
     def latencies(self, stream_id: str) -> list[float]:
         return self._streams.get(stream_id, _StreamOut()).latencies
+
+    def _sync_metrics(self, stream_id: str) -> None:
+        """Counters owned by other threads are read (ints: atomic) and reported as deltas."""
+        if self._pipeline is None:
+            return
+        c = self._pipeline.counters.streams[stream_id]
+        now = (c.frames_in, self._pipeline.dropped().get(stream_id, 0), c.reconnects)
+        before = self._seen.get(stream_id, (0, 0, 0))
+        self.metrics.frames_in(stream_id, now[0] - before[0])
+        self.metrics.frames_dropped(stream_id, now[1] - before[1])
+        for _ in range(now[2] - before[2]):
+            self.metrics.reconnect(stream_id)
+        self._seen[stream_id] = now
+        for queue, depth in self._pipeline.queue_depths().items():
+            self.metrics.set_queue_depth(queue, depth)
 
     def _stream(self, stream_id: str) -> _StreamOut:
         return self._streams.setdefault(stream_id, _StreamOut())
