@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def build_app(config: AppConfig, options: RunOptions, model_args: argparse.Names
     models = build_models(config, model_args)
     matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
-    writers = OutputWriters(paths, fps, display=options.display, metrics_port=options.metrics_port)
+    files_only = all(s.effective_mode == "file" for s in streams)
+    progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
+    writers = OutputWriters(paths, fps, display=options.display, metrics_port=options.metrics_port, progress=progress)
     det = config.detection
     pipeline = Pipeline(
         sources,

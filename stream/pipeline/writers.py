@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tqdm import tqdm
+
 from stream.config import OutputsConfig, StreamConfig
 from stream.outputs.events import EventSink
 from stream.outputs.metrics import Metrics, MetricsServer
@@ -80,6 +82,7 @@ class OutputWriters:
         fps: dict[str, float],
         display: bool = False,
         metrics_port: int | None = None,
+        progress: bool = False,
     ) -> None:
         self._paths = paths
         self._fps = fps
@@ -95,6 +98,7 @@ class OutputWriters:
         self.events_written = 0
         self._snapshot_paths: dict[str, Path] = {}
         self._pipeline: Pipeline | None = None
+        self._progress = tqdm(unit="frame", desc="processed", disable=not progress, leave=False)
         self._seen: dict[str, tuple[int, int, int]] = {}  # stream -> (frames_in, dropped, reconnects) reported
 
     def watch(self, pipeline: Pipeline) -> None:
@@ -126,6 +130,7 @@ class OutputWriters:
         self.metrics.frames_processed(frame.stream_id)
         self.metrics.observe_latency("frame_to_output", latency)
         self._sync_metrics(frame.stream_id)
+        self._progress.update(1)
 
     def events(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -155,6 +160,7 @@ class OutputWriters:
             out.video = out.mot = None
 
     def close(self) -> None:
+        self._progress.close()
         for stream_id in list(self._streams):
             self.end_stream(stream_id)
         if self._sink is not None:
