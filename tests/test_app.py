@@ -108,3 +108,17 @@ def test_bad_source_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "empty.mp4" in err[-1]
     assert main(["run", "--config", str(_config(tmp_path)), "--source", str(tmp_path / "missing.mp4")]) == 2
+
+
+def test_stage_error_stops_the_pipeline_with_one_line(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = shared_file(shared_data, "otb-david/demo/David/img")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    args = ["run", "--config", str(_config(tmp_path)), "--source", str(frames), "--max-frames", "20"]
+    args += ["--output", str(blocker / "out.mp4")]  # the output thread fails on its first frame
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "out.mp4" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from stream.errors import UserError
 from stream.pipeline.batcher import Batcher, DetectFn, detect_batch
 from stream.pipeline.channels import Channel, Stopped
 from stream.pipeline.inbox import FileInbox, Inbox, LiveInbox
@@ -136,7 +137,8 @@ class Pipeline:
         except Stopped:
             pass
         except BaseException as error:  # surfaced by run()
-            log.error("%s stage failed: %s", name, error, exc_info=True)
+            user_mistake = isinstance(error, UserError)  # one line, no traceback
+            log.error("%s stage failed: %s", name, error, exc_info=not user_mistake)
             with self._errors_lock:
                 self._errors.append((name, error))
             self.stop.set()
