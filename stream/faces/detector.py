@@ -40,13 +40,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 import torch
 
 from stream.types import FaceDetections
+
+if TYPE_CHECKING:
+    from stream.faces.fast_mtcnn import FastMtcnn
 
 __all__ = ["DetectorSettings", "FaceDetectionError", "MtcnnDetector", "detector_min_face_px"]
 
@@ -58,6 +61,7 @@ PNET_WINDOW_PX = 12
 _WARMUP_SIZE_PX = 96
 _MAX_EDGE_PAD = 0.5
 _BOX_COLUMNS = 5  # x1, y1, x2, y2, score
+_BACKENDS = ("stock", "fast")
 
 
 class FaceDetectionError(RuntimeError):
@@ -76,6 +80,9 @@ class DetectorSettings:
     edge_pad: black border added around the detection copy, as a fraction of its shorter
         side, in [0, 0.5]; 0 is stock facenet-pytorch. See the module docstring.
     device: torch device string, e.g. "cpu" or "cuda:0".
+    backend: "stock" calls facenet-pytorch's ``detect_face``; "fast" runs the same networks
+        through ``stream.faces.fast_mtcnn.FastMtcnn`` (batched candidate crops, same results
+        to float rounding; see that module).
     warmup: run a dummy batch at construction so the first real frame is not slow.
     """
 
@@ -86,6 +93,7 @@ class DetectorSettings:
     edge_pad: float = 0.05
     device: str = "cpu"
     warmup: bool = True
+    backend: Literal["stock", "fast"] = "stock"
 
     def __post_init__(self) -> None:
         _check_int("min_face_px", self.min_face_px, PNET_WINDOW_PX)
@@ -97,6 +105,8 @@ class DetectorSettings:
         _check_device(self.device)
         if not isinstance(self.warmup, bool):
             raise TypeError(f"DetectorSettings.warmup: expected bool, got {self.warmup!r}")
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"DetectorSettings.backend: expected one of {_BACKENDS}, got {self.backend!r}")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -161,6 +171,7 @@ class MtcnnDetector:
         self._device = torch.device(self.settings.device)
         mtcnn, self._detect_face = _build_mtcnn(self.settings, self._device)
         self._nets = (mtcnn.pnet, mtcnn.rnet, mtcnn.onet)
+        self._fast = _build_fast(self.settings, self._device, self._nets) if self.settings.backend == "fast" else None
         self.batch_fallbacks = 0
         """How many batches failed inside facenet-pytorch and were retried frame by frame."""
         if self.settings.warmup:
@@ -201,6 +212,9 @@ class MtcnnDetector:
 
     def _call_detect_face(self, batch: np.ndarray, min_face: int) -> list[tuple[Any, Any]]:
         images = torch.from_numpy(batch)  # shares memory; detect_face moves it to the device
+        if self._fast is not None:
+            faces = self._fast.detect(images, min_face)
+            return [(np.column_stack([f.boxes, f.scores]), f.landmarks) for f in faces]
         pnet, rnet, onet = self._nets
         s = self.settings
         with torch.inference_mode():
@@ -234,6 +248,12 @@ def _build_mtcnn(settings: DetectorSettings, device: torch.device) -> tuple[torc
         device=device,
     )
     return mtcnn.eval(), detect_face
+
+
+def _build_fast(settings: DetectorSettings, device: torch.device, nets: tuple[Any, Any, Any]) -> FastMtcnn:
+    from stream.faces.fast_mtcnn import FastMtcnn  # imported lazily, as facenet_pytorch is
+
+    return FastMtcnn(settings.min_face_px, settings.thresholds, settings.factor, device, nets=nets)
 
 
 def _check_frames(frames: Sequence[np.ndarray]) -> tuple[int, int]:
