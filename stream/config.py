@@ -21,6 +21,7 @@ from stream.logs import mask_secrets
 from trackers import TrackerSettings
 
 __all__ = [
+    "PROFILES",
     "AppConfig",
     "ConfigError",
     "DetectionConfig",
@@ -30,6 +31,7 @@ __all__ = [
     "RuntimeConfig",
     "StreamConfig",
     "TrackingConfig",
+    "apply_profile",
     "load_config",
     "parse_config",
 ]
@@ -88,6 +90,11 @@ class DetectionConfig(_Strict):
     pyramid_factor: float = Field(0.709, gt=0.3, lt=0.95, description="MTCNN image-pyramid scale step.")
     detect_width: int | None = Field(
         640, ge=64, le=7680, description="Detect on a copy resized to this width (null: full size)."
+    )
+    backend: Literal["stock", "fast"] = Field(
+        "stock",
+        description="MTCNN implementation: stock facenet-pytorch, or fast (same weights, batched candidate "
+        "crops; parity-tested).",
     )
     edge_pad: float = Field(
         0.05,
@@ -199,6 +206,60 @@ class RuntimeConfig(_Strict):
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve metrics on this port (null: off).")
 
 
+Profile = Literal["default", "cpu", "gpu"]
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    # Chosen with `python -m bench` on a shared 2-core CPU (720p25 clip): see README "Performance".
+    "cpu": {
+        "detection": {
+            "detect_width": 480,
+            "min_face_px": 40,
+            "every_n_frames": 5,
+            "pyramid_factor": 0.6,
+            "thresholds": (0.7, 0.7, 0.7),
+            "max_batch": 1,
+            "backend": "fast",
+        },
+        "recognition": {"max_attempts_per_track": 4},
+        "runtime": {"torch_threads": 1},
+    },
+    # Many streams on one CUDA GPU: big cross-stream batches, fp16 embeddings.
+    "gpu": {
+        "detection": {"max_batch": 32, "max_wait_ms": 40.0, "every_n_frames": 2, "backend": "fast"},
+        "recognition": {"precision": "fp16", "batch_size": 256},
+    },
+}
+"""Preset values per ``profile``; they fill only the keys the user did not set."""
+
+
+def _preset_text(profile: str) -> str:
+    return ", ".join(
+        f"{section}.{key}={value}" for section, values in PROFILES[profile].items() for key, value in values.items()
+    )
+
+
+def apply_profile(data: Any) -> Any:
+    """Raw config mapping → the same with the profile's presets filled in where a key is unset.
+
+    Anything that is not a mapping (or an unknown profile) is passed through for the field
+    validators to reject with their usual message.
+    """
+    if not isinstance(data, dict):
+        return data
+    name = data.get("profile", "default")
+    preset = PROFILES.get(name) if isinstance(name, str) else None
+    if not preset:
+        return data
+    filled = dict(data)
+    for section, values in preset.items():
+        given = filled.get(section, {})
+        if not isinstance(given, dict):
+            continue  # a bad section: the field validator names it
+        filled[section] = {**values, **given}
+    return filled
+
+
 class AppConfig(_Strict):
     streams: tuple[StreamConfig, ...] = Field((), description="Video sources. Empty: the built-in demo clip.")
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Face detection (MTCNN).")
@@ -207,6 +268,15 @@ class AppConfig(_Strict):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Known people.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Videos, events, snapshots.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process settings.")
+    profile: Profile = Field(
+        "default",
+        description="Preset for unset keys. cpu: " + _preset_text("cpu") + "; gpu: " + _preset_text("gpu") + ".",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_profile(cls, data: Any) -> Any:
+        return apply_profile(data)
 
     @field_validator("streams")
     @classmethod

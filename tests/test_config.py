@@ -151,3 +151,55 @@ def test_tracking_section_maps_onto_the_tracker_library() -> None:
     assert AppConfig().tracking.tracker_settings() == TrackerSettings()
     custom = parse_config("tracking:\n  max_age_s: 2.5\n  min_hits: 1\n").tracking.tracker_settings()
     assert (custom.max_age_s, custom.min_hits) == (2.5, 1)
+
+
+# ---------------------------------------------------------------- profile presets
+
+
+def test_profile_fills_only_unset_keys() -> None:
+    from stream.config import PROFILES
+
+    default, cpu = AppConfig(), parse_config("profile: cpu\n")
+    assert cpu.profile == "cpu" and default.profile == "default"
+    for section, values in PROFILES["cpu"].items():
+        for key, value in values.items():
+            got = getattr(getattr(cpu, section), key)
+            assert got == (tuple(value) if isinstance(value, list | tuple) else value), f"{section}.{key}"
+    # keys the profile does not name keep their defaults
+    assert cpu.tracking == default.tracking and cpu.detection.edge_pad == default.detection.edge_pad
+    gpu = parse_config("profile: gpu\n")
+    assert gpu.detection.max_batch == PROFILES["gpu"]["detection"]["max_batch"]
+    assert gpu.runtime == default.runtime
+
+
+def test_profile_explicit_keys_win() -> None:
+    text = "profile: cpu\ndetection:\n  detect_width: 800\n  every_n_frames: 1\nruntime:\n  torch_threads: 2\n"
+    config = parse_config(text)
+    assert (config.detection.detect_width, config.detection.every_n_frames) == (800, 1)
+    assert config.runtime.torch_threads == 2
+    assert config.detection.min_face_px == parse_config("profile: cpu\n").detection.min_face_px  # still filled
+    # an explicit null is a set key too
+    assert parse_config("profile: cpu\ndetection:\n  detect_width: null\n").detection.detect_width is None
+
+
+def test_unknown_profile_is_a_one_line_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("profile: fast\n")
+    message = str(err.value)
+    assert "profile" in message and "fast" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"detection\.detect_width"):
+        parse_config("profile: cpu\ndetection:\n  detect_width: 10\n")  # presets do not hide field errors
+
+
+def test_run_py_config_shows_the_profile_values(tmp_path: Path) -> None:
+    from stream.config import PROFILES
+
+    path = tmp_path / "c.yaml"
+    path.write_text("profile: cpu\ndetection:\n  min_face_px: 24\n")
+    out = subprocess.run(
+        [sys.executable, "run.py", "config", "--config", str(path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "profile: cpu" in out.stdout and "min_face_px: 24" in out.stdout
+    assert f"detect_width: {PROFILES['cpu']['detection']['detect_width']}" in out.stdout
+    assert f"torch_threads: {PROFILES['cpu']['runtime']['torch_threads']}" in out.stdout

@@ -58,6 +58,7 @@ def build_models(config: AppConfig, args: argparse.Namespace) -> Models:
             factor=det.pyramid_factor,
             detect_width=det.detect_width,
             edge_pad=det.edge_pad,
+            backend=det.backend,
             device=resolve_device(args.device or det.device),
         )
     )

@@ -1,0 +1,499 @@
+"""End-to-end speed of the app pipeline against the naive loop, on the same clip, in one process.
+
+    python -m bench [--clip PATH] [--max-frames N] [--profile cpu|gpu|default] [--streams N]
+                    [--gallery DIR] [--config YAML] [--json PATH] [--readme]
+
+Pipeline: the real app (``stream.app.build_app(...).run()``) with the chosen profile, writing the
+annotated mp4, events and snapshots into a temporary folder (no display). ``--streams N`` feeds the
+clip as N parallel streams (cross-stream batching).
+
+Naive baseline: stock facenet-pytorch ``MTCNN.detect`` on every full frame (min face 20), then align
+(``crop_faces``), embed and match every face, one frame after another; same embedder and gallery
+as the pipeline. Both sides process the first ``--max-frames`` frames of the clip.
+
+Default clip: facenet-pytorch's examples/video.mp4 (1080p25) resized to 1280x720 at run time.
+Prints one JSON object (keys ``pipeline_fps``, ``naive_fps``, ``speedup`` among others) and saves it
+as bench/results/pipeline-<date>-<machine>.json; ``--readme`` rewrites README.md's performance table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import psutil
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared/data"
+SOURCE_1080P = SHARED / "facenet-pytorch/examples/video.mp4"
+RESULTS = REPO / "bench/results"
+README = REPO / "README.md"
+PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
+MODEL_ARGS = argparse.Namespace(
+    model=None, arch=None, checkpoint=None, device=None, batch_size=None, strict_model=False
+)
+
+
+# ---------------------------------------------------------------- measuring helpers
+
+
+class PeakRss:
+    """Samples the process RSS every ``period_s`` in a thread; ``peak_mb`` after ``stop``."""
+
+    def __init__(self, period_s: float = 0.05) -> None:
+        self._proc = psutil.Process()
+        self._period = period_s
+        self._stop = threading.Event()
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._loop, name="rss", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+@dataclass
+class StageClock:
+    """Seconds and items counted by a wrapped stage function (one thread calls each)."""
+
+    seconds: float = 0.0
+    calls: int = 0
+    items: int = 0
+
+    def wrap(self, fn: Callable[..., Any], count: Callable[[Any], int]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+            self.items += count(out)
+            return out
+
+        return timed
+
+
+class _Proxy:
+    """Delegates every attribute to ``inner`` except the ones set on the proxy."""
+
+    def __init__(self, inner: object, **override: Any) -> None:
+        self._inner = inner
+        self.__dict__.update(override)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@dataclass
+class Clocks:
+    detect: StageClock = field(default_factory=StageClock)
+    embed: StageClock = field(default_factory=StageClock)
+
+
+@contextmanager
+def timed_models(clocks: Clocks) -> Iterator[None]:
+    """While active, ``stream.app.build_models`` returns a detector and embedder that count time."""
+    import stream.app
+    from stream.commands.models import Models, build_models
+
+    def build(config: Any, args: argparse.Namespace) -> Models:
+        models = build_models(config, args)
+        detector = _Proxy(models.detector, detect=clocks.detect.wrap(models.detector.detect, _faces_in_batch))
+        embedder = _Proxy(models.embedder, embed=clocks.embed.wrap(models.embedder.embed, _rows))
+        return Models(detector, embedder, models.batch_size)
+
+    with mock.patch.object(stream.app, "build_models", build):
+        yield
+
+
+def _faces_in_batch(out: list[Any]) -> int:
+    return sum(len(d) for d in out)
+
+
+def _rows(out: tuple[np.ndarray, np.ndarray]) -> int:
+    return len(out[0])
+
+
+def _percentiles_ms(latencies_s: list[float]) -> tuple[float | None, float | None]:
+    if not latencies_s:
+        return None, None
+    p50, p95 = np.percentile(np.asarray(latencies_s), [50, 95]) * 1000.0
+    return round(float(p50), 1), round(float(p95), 1)
+
+
+def _cuda_reset() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_peak_mb() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 2) if seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def make_720p_clip(folder: Path, source: Path = SOURCE_1080P, max_frames: int | None = None) -> Path:
+    """``source`` resized to 1280x720 H.264 (libx264, same frame rate) as ``folder``/clip720p.mp4."""
+    import av
+
+    if not source.is_file():
+        raise SystemExit(f"error: {source} not found: pass --clip PATH")
+    out_path = folder / "clip720p.mp4"
+    with av.open(str(source)) as src, av.open(str(out_path), "w") as dst:
+        in_stream = src.streams.video[0]
+        rate = in_stream.average_rate or 25
+        out_stream = dst.add_stream("libx264", rate=rate)
+        out_stream.width, out_stream.height, out_stream.pix_fmt = 1280, 720, "yuv420p"
+        out_stream.options = {"crf": "18", "preset": "veryfast"}
+        for n, frame in enumerate(src.decode(in_stream)):
+            if max_frames is not None and n >= max_frames:
+                break
+            small = frame.reformat(width=1280, height=720, format="yuv420p")
+            small.pts, small.time_base = n, 1 / Fraction(rate)
+            dst.mux(out_stream.encode(small))
+        dst.mux(out_stream.encode(None))
+    return out_path
+
+
+def stream_copies(clip: Path, count: int, folder: Path) -> tuple[str, ...]:
+    """``count`` differently named links to ``clip`` (stream names come from file names)."""
+    if count == 1:
+        return (str(clip),)
+    links = []
+    for i in range(count):
+        link = folder / f"s{i:02d}{clip.suffix}"
+        link.symlink_to(clip.resolve(), target_is_directory=clip.is_dir())
+        links.append(str(link))
+    return tuple(links)
+
+
+def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
+    """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir."""
+    from stream.config import parse_config
+
+    data: dict[str, Any] = {}
+    root = Path.cwd()
+    if base is not None:
+        data = yaml.safe_load(base.read_text()) or {}
+        root = base.resolve().parent
+    data["profile"] = profile
+    data["streams"] = []
+    outputs = data.setdefault("outputs", {})
+    outputs.update(dir=str(out_dir), display=False)
+    return parse_config(yaml.safe_dump(data), source=f"bench profile {profile}").resolve_paths(root)
+
+
+def set_threads(count: int) -> int:
+    """As ``run.py`` does: 0 means half the cores, at least 1."""
+    threads = count or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    return threads
+
+
+# ---------------------------------------------------------------- the two sides
+
+
+def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, max_frames: int) -> dict[str, Any]:
+    from stream.app import RunOptions, build_app
+
+    threads = set_threads(config.runtime.torch_threads)
+    clocks = Clocks()
+    options = RunOptions(sources=sources, gallery=gallery, max_frames=max_frames)
+    with timed_models(clocks):
+        app = build_app(config, options, MODEL_ARGS)
+    clocks.embed.__init__()  # forget gallery enrollment (the wrapper keeps this object)
+    _cuda_reset()
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        summary = app.run()
+        wall = time.perf_counter() - start
+    det = config.detection
+    return {
+        "fps": _rate(summary.frames_processed, wall),
+        "frames": summary.frames_processed,
+        "wall_s": round(wall, 2),
+        "detections": clocks.detect.items,
+        "detections_per_s": _rate(clocks.detect.items, wall),
+        "detector_calls": clocks.detect.calls,
+        "embeddings": clocks.embed.items,
+        "embeddings_per_s": _rate(clocks.embed.items, wall),
+        "stage_s": {"detect": round(clocks.detect.seconds, 2), "embed": round(clocks.embed.seconds, 2)},
+        "latency_p50_ms": summary.latency_p50_ms and round(summary.latency_p50_ms, 1),
+        "latency_p95_ms": summary.latency_p95_ms and round(summary.latency_p95_ms, 1),
+        "tracks": summary.tracks,
+        "identities": sorted({v for v in summary.identities.values() if v}),
+        "rss_peak_mb": rss.peak_mb,
+        "cuda_peak_mb": _cuda_peak_mb(),
+        "torch_threads": threads,
+        "settings": {
+            "detect_width": det.detect_width,
+            "every_n_frames": det.every_n_frames,
+            "min_face_px": det.min_face_px,
+            "max_batch": det.max_batch,
+            "precision": config.recognition.precision,
+            "embed_batch": config.recognition.batch_size,
+        },
+    }
+
+
+def run_naive(config: Any, clip: Path, gallery: Path | None, max_frames: int) -> dict[str, Any]:
+    """Stock MTCNN.detect on every full frame, align + embed + match every face, sequentially."""
+    from facenet_pytorch import MTCNN
+
+    from stream.app import build_matcher
+    from stream.commands.models import build_models
+    from stream.config import StreamConfig
+    from stream.faces.embedder import resolve_device
+    from stream.faces.still import crop_faces
+    from stream.sources import open_source
+
+    threads = set_threads(config.runtime.torch_threads)
+    models = build_models(config, MODEL_ARGS)
+    matcher = build_matcher(models, config, gallery or config.gallery.dir)
+    mtcnn = MTCNN(device=resolve_device(config.detection.device))
+    source = open_source(StreamConfig(name="naive", path=clip.resolve(), mode="file"))
+    clocks, latencies, names = Clocks(), [], set()
+    detect = clocks.detect.wrap(lambda rgb: _stock_detect(mtcnn, rgb), len)
+    embed = clocks.embed.wrap(models.embedder.embed, _rows)
+    warm = [False]
+
+    def frame_done(frame: Any) -> bool:
+        if not warm[0]:  # warm-up on the first frame, untimed (the pipeline warms up at build)
+            _stock_detect(mtcnn, np.ascontiguousarray(frame.image[..., ::-1]))
+            warm[0] = True
+        start = time.perf_counter()
+        faces = detect(np.ascontiguousarray(frame.image[..., ::-1]))
+        if len(faces):
+            vectors, _ = embed(crop_faces(frame.image, faces, models.embedder).crops)
+            names.update(ident.person for _, ident in matcher.identify(vectors) if ident.person)
+        latencies.append(time.perf_counter() - start)
+        return len(latencies) < max_frames
+
+    def emit(item: Any) -> bool:
+        return frame_done(item) if hasattr(item, "image") else True
+
+    _cuda_reset()
+    with PeakRss() as rss:
+        source.run(emit, threading.Event())
+    wall = sum(latencies)
+    p50, p95 = _percentiles_ms(latencies)
+    return {
+        "fps": _rate(len(latencies), wall),
+        "frames": len(latencies),
+        "wall_s": round(wall, 2),
+        "detections": clocks.detect.items,
+        "detections_per_s": _rate(clocks.detect.items, wall),
+        "embeddings": clocks.embed.items,
+        "embeddings_per_s": _rate(clocks.embed.items, wall),
+        "stage_s": {"detect": round(clocks.detect.seconds, 2), "embed": round(clocks.embed.seconds, 2)},
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95,
+        "identities": sorted(names),
+        "rss_peak_mb": rss.peak_mb,
+        "cuda_peak_mb": _cuda_peak_mb(),
+        "torch_threads": threads,
+    }
+
+
+def _stock_detect(mtcnn: Any, rgb: np.ndarray) -> Any:
+    from stream.types import FaceDetections
+
+    boxes, probs, points = mtcnn.detect(rgb, landmarks=True)
+    if boxes is None:
+        return FaceDetections.empty()
+    return FaceDetections(
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(probs, np.float32).reshape(-1),
+        np.asarray(points, np.float32).reshape(-1, 5, 2),
+    )
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def machine_info() -> dict[str, Any]:
+    import av
+    import facenet_pytorch
+
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "facenet_pytorch": getattr(facenet_pytorch, "__version__", "2.6.0"),
+        "av": av.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def machine_tag(info: dict[str, Any]) -> str:
+    """Short machine name for file names: gpu model or cpu<cores>."""
+    if info["gpu"]:
+        return "".join(ch for ch in info["gpu"].split()[-1].lower() if ch.isalnum()) or "gpu"
+    return f"cpu{info['cpu_count']}"
+
+
+def save(result: dict[str, Any], explicit: Path | None) -> Path:
+    name = f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}.json"
+    path = RESULTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    path.write_text(text)
+    if explicit is not None:
+        explicit.parent.mkdir(parents=True, exist_ok=True)
+        explicit.write_text(text)
+    return path
+
+
+def readme_table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| machine | date | profile | clip | streams | frames/s | naive frames/s | speedup | p95 ms | "
+        "faces/s detected | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for r in results:
+        m, p = r["machine"], r["pipeline"]
+        where = f"{m['gpu']} + {m['cpu_count']} CPU" if m["gpu"] else f"{m['cpu']} ({m['cpu_count']} cores)"
+        rows.append(
+            f"| {where} | {r['date']} | {r['profile']} | {r['clip_name']} | {r['streams']} | {r['pipeline_fps']} | "
+            f"{r['naive_fps']} | {r['speedup']}x | {p['latency_p95_ms']} | {p['detections_per_s']} | {p['rss_peak_mb']} |"
+        )
+    note = (
+        "Made by `python -m bench --readme` (JSON in bench/results/); naive = stock MTCNN.detect on every "
+        "full frame + align/embed every face, same frames, same process."
+    )
+    return "\n".join([head, *rows, "", note])
+
+
+def update_readme(latest: dict[str, Any]) -> None:
+    """Rewrite the README's perf section: one row per (machine, profile, clip, streams), newest wins."""
+    text = README.read_text()
+    if PERF_START not in text or PERF_END not in text:
+        raise SystemExit(f"error: README.md has no {PERF_START} … {PERF_END} section")
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path in sorted(RESULTS.glob("pipeline-*.json")):
+        r = json.loads(path.read_text())
+        rows[_row_key(r)] = r
+    rows[_row_key(latest)] = latest
+    table = readme_table(sorted(rows.values(), key=lambda r: (r["date"], r["profile"])))
+    start, end = text.index(PERF_START) + len(PERF_START), text.index(PERF_END)
+    README.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+
+
+def _row_key(r: dict[str, Any]) -> tuple[str, ...]:
+    return (machine_tag(r["machine"]), r["profile"], r["clip_name"], str(r["streams"]))
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, default=None, help="video file or image folder (default: 720p clip)")
+    parser.add_argument("--max-frames", type=int, default=60, help="frames per side (default 60)")
+    parser.add_argument(
+        "--profile", choices=["default", "cpu", "gpu"], default=None, help="default: gpu on CUDA else cpu"
+    )
+    parser.add_argument("--streams", type=int, default=1, help="pipeline: the clip as N parallel streams")
+    parser.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
+    parser.add_argument("--config", type=Path, default=None, help="base config YAML (default: built-in defaults)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's performance table")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    args = parser.parse_args(argv)
+    if args.max_frames < 1 or args.streams < 1:
+        parser.error("--max-frames and --streams must be >= 1")
+    args.profile = args.profile or ("gpu" if torch.cuda.is_available() else "cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stream.logs import setup_logging
+
+    args = parse_args(argv)
+    setup_logging("WARNING")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        clip = args.clip or make_720p_clip(tmp, max_frames=args.max_frames + 1)
+        sources = stream_copies(clip, args.streams, tmp)
+        info = machine_info()
+        pipe_cfg = bench_config(args.profile, args.config, tmp / "out")
+        pipeline = run_pipeline(pipe_cfg, sources, args.gallery, args.max_frames)
+        naive_cfg = bench_config("default", args.config, tmp / "naive")
+        naive = run_naive(naive_cfg, clip, args.gallery, args.max_frames)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {
+        "pipeline_fps": pipeline["fps"],
+        "naive_fps": naive["fps"],
+        "speedup": round(pipeline["fps"] / naive["fps"], 2) if naive["fps"] else None,
+        "identities_kept": set(naive["identities"]) <= set(pipeline["identities"]),
+        "date": dt.date.today().isoformat(),
+        "profile": args.profile,
+        "clip_name": "video.mp4@720p" if args.clip is None else args.clip.name,
+        "clip": str(args.clip or SOURCE_1080P) + ("" if args.clip else " (resized to 1280x720)"),
+        "streams": args.streams,
+        "max_frames": args.max_frames,
+        "pipeline": pipeline,
+        "naive": naive,
+        "machine": info,
+    }
+    print(json.dumps(result, indent=2))
+    if not args.no_save:
+        print(f"saved {save(result, args.json)}")
+    elif args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.readme:
+        update_readme(result)
+        print(f"updated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
