@@ -1,13 +1,18 @@
 """Command-line interface: parse arguments, load config, dispatch, map errors to exit codes.
 
-Exit codes: 0 success, 1 runtime failure, 2 user error (bad config, bad input), 130 interrupted.
+Exit codes: 0 success, 1 runtime failure, 2 user error (bad config, bad input), 130 interrupted
+(Ctrl-C / SIGINT), 143 terminated (SIGTERM). SIGTERM takes the same path as Ctrl-C: the pipeline
+stops, outputs (video, events, summary) are finished and every stage thread is joined.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +25,7 @@ from stream.logs import mask_secrets, setup_logging
 if TYPE_CHECKING:
     from stream.commands.models import Models
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_CONFIG = Path("config.yaml")
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="AdaFace Stream: recognise faces in live and recorded video.",
-        epilog="Without a subcommand, 'run' is assumed. Exit codes: 0 ok, 1 failure, 2 user error, 130 interrupted.",
+        epilog="Without a subcommand, 'run' is assumed. Exit codes: 0 ok, 1 failure, 2 user error, 130 interrupted, 143 terminated (SIGTERM).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
@@ -235,12 +240,44 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: handled exactly like Ctrl-C, but exits with 143."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While inside, SIGTERM raises ``Terminated`` in the main thread (once; a repeat is ignored
+    while shutting down). Outside the main thread (signals cannot be set there) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if fired:
+            return  # already finishing outputs; SIGKILL remains for a hard stop
+        fired = True
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")
     args = parser.parse_args(argv)
+    with _sigterm_as_interrupt():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except (ConfigError, UserError, ModelUnavailableError) as exc:
@@ -254,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         user_mistake = isinstance(exc.__cause__, UserError)
         print(f"error: {mask_secrets(str(exc.__cause__) if user_mistake else str(exc))}", file=sys.stderr)
         return EXIT_USAGE if user_mistake else EXIT_FAILURE
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

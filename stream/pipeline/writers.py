@@ -73,6 +73,7 @@ class _StreamOut:
     mot: MotWriter | None = None
     latencies: list[float] = field(default_factory=list)
     first_ts: dict[str, float] = field(default_factory=dict)
+    resized: bool = False  # a frame of another size than the video's was letterboxed (warned once)
 
 
 class OutputWriters:
@@ -201,6 +202,22 @@ class OutputWriters:
             return
         if out.video is None:
             out.video = VideoWriter(path, self._fps.get(stream_id) or 25.0, image.shape[1], image.shape[0])
+        size = (out.video.width, out.video.height)
+        if (image.shape[1], image.shape[0]) != size:
+            # The stream changed resolution mid-way (a camera reconfigured, a folder of mixed images):
+            # one file keeps its first size, later frames are letterboxed into it (scaled to fit,
+            # aspect kept, black bars). Events and MOT boxes stay in the frames' own pixels.
+            if not out.resized:
+                log.warning(
+                    "%s: frame size changed from %dx%d to %dx%d: letterboxing into the video's first size",
+                    stream_id,
+                    size[0],
+                    size[1],
+                    image.shape[1],
+                    image.shape[0],
+                )
+                out.resized = True
+            image = _letterbox(image, *size)
         out.video.write(image)
 
     def _snapshot(self, stream_id: str, epoch: int, track_id: int, crop: Any) -> None:
@@ -235,6 +252,20 @@ def _close_quietly(writer: Any) -> None:
         writer.close()
     except Exception as exc:  # one stream's broken output must not stop closing the others
         log.error("closing %s failed: %s", getattr(writer, "path", writer), exc)
+
+
+def _letterbox(image: Any, width: int, height: int) -> Any:
+    """``image`` scaled to fit ``width``x``height`` (aspect kept), centred on black."""
+    import cv2
+    import numpy as np
+
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    canvas[y : y + h, x : x + w] = cv2.resize(image, (w, h), interpolation=interpolation)
+    return canvas
 
 
 def _has_display() -> bool:
