@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from stream.commands.models import Models
+from stream.commands.models import Models, largest_face_crop
 from stream.errors import UserError
 from stream.faces.embedder import default_threshold
-from stream.faces.images import ImageReadError, read_bgr
-from stream.faces.still import crop_faces, embed_stack, largest_face
+from stream.faces.still import embed_stack
 from stream.identity.calibration import Calibration, OperatingPoint, calibrate, gallery_pair_scores
 from stream.identity.matcher import GalleryLike
 
@@ -149,7 +148,7 @@ def _embed_largest(models: Models, paths: list[Path]) -> tuple[dict[Path, np.nda
     faceless: list[Path] = []
     pending: list[tuple[Path, np.ndarray]] = []
     for path in paths:
-        crop = _largest_crop(models, path)
+        crop = largest_face_crop(models, path)
         if crop is None:
             faceless.append(path)
             continue
@@ -159,16 +158,6 @@ def _embed_largest(models: Models, paths: list[Path]) -> tuple[dict[Path, np.nda
             pending = []
     vectors.update(_embed(models, pending))
     return vectors, faceless
-
-
-def _largest_crop(models: Models, path: Path) -> np.ndarray | None:
-    try:
-        image = read_bgr(path)
-    except ImageReadError as exc:
-        raise UserError(str(exc)) from None
-    detections = models.detector.detect_one(image)
-    k = largest_face(detections)
-    return None if k is None else crop_faces(image, detections.select([k]), models.embedder).crops[0]
 
 
 def _embed(models: Models, pending: list[tuple[Path, np.ndarray]]) -> dict[Path, np.ndarray]:

@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from stream.config import AppConfig
 from stream.errors import UserError
 from stream.faces.embedder import Embedder, ModelChoice, build_embedder, choose_model, resolve_device
@@ -63,3 +65,20 @@ def build_models(config: AppConfig, args: argparse.Namespace) -> Models:
         )
     )
     return Models(detector, embedder, batch_size)
+
+
+def largest_face_crop(models: Models, path: Path) -> np.ndarray | None:
+    """The embedder's crop of the largest face in an image file, or None when it has no face.
+
+    An unreadable file is a ``UserError`` naming it.
+    """
+    from stream.faces.images import ImageReadError, read_bgr
+    from stream.faces.still import crop_faces, largest_face
+
+    try:
+        image = read_bgr(path)
+    except ImageReadError as exc:
+        raise UserError(str(exc)) from None
+    detections = models.detector.detect_one(image)
+    k = largest_face(detections)
+    return None if k is None else crop_faces(image, detections.select([k]), models.embedder).crops[0]

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.commands.models import Models
+from stream.commands.models import Models, largest_face_crop
 from stream.errors import UserError
 from stream.faces.embedder import default_threshold
-from stream.faces.images import ImageReadError, read_bgr
-from stream.faces.still import cosine, crop_faces, embed_stack, largest_face
+from stream.faces.still import cosine, embed_stack
 
 
 @dataclass(frozen=True)
@@ -33,15 +32,10 @@ def run_verify(models: Models, a: Path, b: Path, threshold: float | None) -> Ver
 
 
 def _largest_face_crop(models: Models, path: Path) -> np.ndarray:
-    try:
-        image = read_bgr(path)
-    except ImageReadError as exc:
-        raise UserError(str(exc)) from None
-    detections = models.detector.detect_one(image)
-    k = largest_face(detections)
-    if k is None:
+    crop = largest_face_crop(models, path)
+    if crop is None:
         raise UserError(f"{path}: no face found")
-    return crop_faces(image, detections.select([k]), models.embedder).crops[0]
+    return crop
 
 
 def format_verdict(verdict: Verdict, as_json: bool) -> str:
