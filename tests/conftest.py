@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SYSTEM_PYTHON = "/usr/bin/python3"  # the RTSP test server runs on Debian's python3-gi
+RTSP_SKIP = (
+    "RTSP test server unavailable: needs /usr/bin/python3 with gi and GstRtspServer "
+    "(apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
+)
 SHARED_DATA = Path(os.environ.get("ADAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -34,3 +40,15 @@ def _one_torch_thread() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def rtsp_server_available() -> None:
+    """Skip unless scripts/rtsp_server.py can run (GStreamer's RTSP server through python3-gi)."""
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    try:
+        ok = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip(RTSP_SKIP)

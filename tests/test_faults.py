@@ -43,14 +43,9 @@ import pytest
 from stream.app import App, RunOptions, build_app
 from stream.config import parse_config
 from stream.demo import prepare_demo
-from tests.conftest import REPO
+from tests.conftest import REPO, SYSTEM_PYTHON
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER = REPO / "scripts" / "rtsp_server.py"
-RTSP_SKIP = (
-    "RTSP test server unavailable: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
-    "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
-)
 
 
 # ---------------------------------------------------------------- helpers
@@ -59,17 +54,6 @@ RTSP_SKIP = (
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return prepare_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture(scope="module")
-def rtsp() -> None:
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    try:
-        ok = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    if not ok:
-        pytest.skip(RTSP_SKIP)
 
 
 def _config_text(tmp_path: Path) -> str:
@@ -205,7 +189,7 @@ def _write_clip(path: Path, n: int, size: tuple[int, int] = (320, 240), fps: int
 # ---------------------------------------------------------------- 1. stream faults
 
 
-def test_rtsp_server_killed_and_restarted_5_times(rtsp: None, tmp_path: Path) -> None:
+def test_rtsp_server_killed_and_restarted_5_times(rtsp_server_available: None, tmp_path: Path) -> None:
     """(a) Each restart is back up (a new stream_up) within 3 s; ≥5 reconnects; no threads left."""
     port = _free_port()
     events_path = tmp_path / "events.jsonl"
@@ -249,7 +233,7 @@ def test_rtsp_server_killed_and_restarted_5_times(rtsp: None, tmp_path: Path) ->
     assert not left, f"threads left behind: {left}"
 
 
-def test_rtsp_server_frozen_then_resumed(rtsp: None, tmp_path: Path) -> None:
+def test_rtsp_server_frozen_then_resumed(rtsp_server_available: None, tmp_path: Path) -> None:
     """(b) SIGSTOP: a stream_down within 10 s (read timeout); SIGCONT: back up."""
     port = _free_port()
     events_path = tmp_path / "events.jsonl"

@@ -22,9 +22,7 @@ import pytest
 from stream.app import RunOptions, build_app
 from stream.config import parse_config
 from stream.demo import prepare_demo
-from tests.conftest import REPO, shared_file
-
-SYSTEM_PYTHON = "/usr/bin/python3"
+from tests.conftest import REPO, SYSTEM_PYTHON, shared_file
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +41,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _rtsp_available() -> bool:
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    try:
-        return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @contextmanager
@@ -88,12 +78,9 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-def test_rtsp_app_reconnects_after_the_server_restarts(demo: tuple[Path, Path], tmp_path: Path) -> None:
-    if not _rtsp_available():
-        pytest.skip(
-            "RTSP test server unavailable: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
-            "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
-        )
+def test_rtsp_app_reconnects_after_the_server_restarts(
+    rtsp_server_available: None, demo: tuple[Path, Path], tmp_path: Path
+) -> None:
     clip, gallery = demo
     port = _free_port()
     cfg = tmp_path / "c.yaml"

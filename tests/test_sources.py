@@ -38,10 +38,10 @@ from stream.sources import (
 )
 from stream.sources.base import pts_or_fallback
 from stream.types import Frame
+from tests.conftest import SYSTEM_PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "scripts" / "rtsp_server.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
 W, H = 160, 120
 
 
@@ -398,20 +398,6 @@ def test_missing_webcam_keeps_retrying_without_frames() -> None:
 
 
 # ---------------------------------------------------------------- RTSP (GStreamer server)
-
-
-@pytest.fixture(scope="session")
-def rtsp_server_available() -> None:
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    try:
-        ok = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    if not ok:
-        pytest.skip(
-            "RTSP test server unavailable: needs /usr/bin/python3 with gi and GstRtspServer "
-            "(apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
-        )
 
 
 def free_port() -> int:
