@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trackers._arrays import check_array
+
 __all__ = ["ARCHS", "AdaFaceEmbedder", "Backbone", "Precision", "build_backbone", "preprocess_bgr"]
 
 CROP_SIZE = 112
@@ -146,12 +148,7 @@ def preprocess_bgr(crops: np.ndarray) -> torch.Tensor:
 
 
 def _check_crops(crops: object) -> None:
-    if not isinstance(crops, np.ndarray):
-        raise TypeError(f"crops: expected numpy.ndarray, got {type(crops).__name__}")
-    if crops.dtype != np.uint8:
-        raise TypeError(f"crops: expected dtype uint8, got {crops.dtype}")
-    if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
-        raise ValueError(f"crops: expected shape (B, {CROP_SIZE}, {CROP_SIZE}, 3), got {crops.shape}")
+    check_array("crops", crops, np.uint8, (None, CROP_SIZE, CROP_SIZE, 3))
 
 
 class AdaFaceEmbedder:

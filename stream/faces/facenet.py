@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stream.faces.facenet_convert import ensure_facenet_weights
+from trackers._arrays import check_array
 
 __all__ = ["FaceNetEmbedder"]
 
@@ -113,12 +114,7 @@ def _load_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def _check_crops(crops: np.ndarray, size: int) -> None:
-    if not isinstance(crops, np.ndarray):
-        raise TypeError(f"FaceNetEmbedder.embed: crops must be a numpy array, got {type(crops).__name__}")
-    if crops.dtype != np.uint8:
-        raise TypeError(f"FaceNetEmbedder.embed: crops must be uint8, got {crops.dtype}")
-    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-        raise ValueError(f"FaceNetEmbedder.embed: crops must have shape (N, {size}, {size}, 3), got {crops.shape}")
+    check_array("FaceNetEmbedder.embed: crops", crops, np.uint8, (None, size, size, 3))
 
 
 def _to_input(crops: np.ndarray, device: torch.device) -> torch.Tensor:
