@@ -52,3 +52,20 @@ def rtsp_server_available() -> None:
         ok = False
     if not ok:
         pytest.skip(RTSP_SKIP)
+
+
+def app_config_text(tmp_path: Path) -> str:
+    """Config YAML for app tests: outputs under tmp_path, the repo's checkpoints/ (FaceNet converted
+    once), and a missing AdaFace checkpoint so the offline FaceNet is used."""
+    return (
+        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {tmp_path / 'none.ckpt'}\n"
+        f"outputs:\n  dir: {tmp_path / 'rec'}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The built-in demo clip and its gallery, made once per test module."""
+    from stream.demo import prepare_demo
+
+    return prepare_demo(tmp_path_factory.mktemp("demo"))

@@ -10,7 +10,7 @@ import av
 import pytest
 
 from stream.cli import main
-from tests.conftest import REPO, shared_file
+from tests.conftest import app_config_text, shared_file
 
 VIDEO = "facenet-pytorch/examples/video.mp4"
 
@@ -29,10 +29,7 @@ def _events(path: Path) -> list[dict]:
 def _config(tmp_path: Path) -> Path:
     """A config writing into tmp_path (checkpoints shared with the repo: FaceNet is converted once)."""
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(
-        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {tmp_path / 'none.ckpt'}\n"
-        f"outputs:\n  dir: {tmp_path / 'rec'}\ngallery:\n  dir: {tmp_path / 'gallery'}\n"
-    )
+    cfg.write_text(app_config_text(tmp_path) + f"gallery:\n  dir: {tmp_path / 'gallery'}\n")
     return cfg
 
 

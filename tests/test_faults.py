@@ -42,8 +42,7 @@ import pytest
 
 from stream.app import App, RunOptions, build_app
 from stream.config import parse_config
-from stream.demo import prepare_demo
-from tests.conftest import REPO, SYSTEM_PYTHON
+from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text
 
 SERVER = REPO / "scripts" / "rtsp_server.py"
 
@@ -51,20 +50,8 @@ SERVER = REPO / "scripts" / "rtsp_server.py"
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return prepare_demo(tmp_path_factory.mktemp("demo"))
-
-
-def _config_text(tmp_path: Path) -> str:
-    return (
-        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {tmp_path / 'none.ckpt'}\n"
-        f"outputs:\n  dir: {tmp_path / 'rec'}\n"
-    )
-
-
 def _build(tmp_path: Path, **options: object) -> App:
-    config = parse_config(_config_text(tmp_path)).resolve_paths(tmp_path)
+    config = parse_config(app_config_text(tmp_path)).resolve_paths(tmp_path)
     model_args = argparse.Namespace(
         model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False
     )
@@ -354,7 +341,7 @@ def test_events_survive_kill_9(demo: tuple[Path, Path], tmp_path: Path) -> None:
     the kill, and its events are a prefix of events.jsonl (the JSONL is flushed before each commit)."""
     clip, gallery = demo
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(app_config_text(tmp_path))
     db, jsonl = tmp_path / "rec" / "events.db", tmp_path / "rec" / "events.jsonl"
     url = f"lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime"  # endless
     cmd = [sys.executable, "run.py", "--config", str(cfg), "--source", url, "--gallery", str(gallery)]
@@ -393,7 +380,7 @@ def test_events_survive_kill_9(demo: tuple[Path, Path], tmp_path: Path) -> None:
 def test_sigterm_finishes_outputs_within_5_s(demo: tuple[Path, Path], tmp_path: Path) -> None:
     clip, gallery = demo
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(app_config_text(tmp_path))
     video, events, summary = tmp_path / "out.mp4", tmp_path / "events.jsonl", tmp_path / "summary.json"
     cmd = [sys.executable, "run.py", "--config", str(cfg), "--source", str(clip), "--gallery", str(gallery)]
     cmd += ["--output", str(video), "--events", str(events), "--summary", str(summary)]

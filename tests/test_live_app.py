@@ -17,24 +17,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 from stream.app import RunOptions, build_app
 from stream.config import parse_config
-from stream.demo import prepare_demo
-from tests.conftest import REPO, SYSTEM_PYTHON, shared_file
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return prepare_demo(tmp_path_factory.mktemp("demo"))
-
-
-def _config_text(tmp_path: Path) -> str:
-    return (
-        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {tmp_path / 'none.ckpt'}\n"
-        f"outputs:\n  dir: {tmp_path / 'rec'}\n"
-    )
+from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text, shared_file
 
 
 def _free_port() -> int:
@@ -84,7 +70,7 @@ def test_rtsp_app_reconnects_after_the_server_restarts(
     clip, gallery = demo
     port = _free_port()
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(app_config_text(tmp_path))
     events = tmp_path / "events.jsonl"
     summary = tmp_path / "summary.json"
     url = f"rtsp://viewer:hunter2@127.0.0.1:{port}/cam"
@@ -116,7 +102,7 @@ def test_rtsp_app_reconnects_after_the_server_restarts(
 def test_live_latency_stays_flat_while_frames_are_dropped(demo: tuple[Path, Path], tmp_path: Path) -> None:
     clip, gallery = demo
     url = f"lavfi:movie={clip}:loop=0,setpts=N/(30*TB),realtime"
-    config = parse_config(_config_text(tmp_path)).resolve_paths(tmp_path)
+    config = parse_config(app_config_text(tmp_path)).resolve_paths(tmp_path)
     options = RunOptions(sources=(url,), gallery=gallery, max_frames=30 * 60)  # 60 s of a 30 fps camera
     model_args = argparse.Namespace(
         model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False
@@ -138,7 +124,7 @@ def test_live_latency_stays_flat_while_frames_are_dropped(demo: tuple[Path, Path
 def test_ctrl_c_finishes_outputs_within_5_s(shared_data: Path, tmp_path: Path) -> None:
     clip = shared_file(shared_data, "facenet-pytorch/examples/video.mp4")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(_config_text(tmp_path))
+    cfg.write_text(app_config_text(tmp_path))
     video, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
     cmd = [sys.executable, "run.py", "--config", str(cfg), "--source", str(clip), "--output", str(video)]
     cmd += ["--events", str(events)]
