@@ -412,7 +412,7 @@ def test_sigterm_finishes_outputs_within_5_s(demo: tuple[Path, Path], tmp_path: 
 def test_soak_2_minutes_memory_and_threads_flat(tmp_path: Path) -> None:
     """CI soak: 2 minutes of the looped demo clip; RSS growth after warm-up < 10 MB, threads flat."""
     report_path = tmp_path / "soak.json"
-    cmd = [sys.executable, "-m", "bench.soak", "--minutes", "2", "--interval", "5", "--json", str(report_path)]
+    cmd = [sys.executable, "-m", "bench.soak", "--minutes", "2", "--interval", "1", "--json", str(report_path)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
     report = json.loads(report_path.read_text())
     print(
