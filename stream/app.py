@@ -20,6 +20,7 @@ from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.outputs.summary import RunSummary
+from stream.outputs.video import VideoSettings
 from stream.pipeline.graph import Pipeline, PipelineSettings
 from stream.pipeline.recognise import Recogniser
 from stream.pipeline.writers import OutputPaths, OutputWriters, summarise
@@ -143,7 +144,10 @@ def build_app(config: AppConfig, options: RunOptions, model_args: argparse.Names
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
     files_only = all(s.effective_mode == "file" for s in streams)
     progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
-    writers = OutputWriters(paths, fps, display=options.display, metrics_port=options.metrics_port, progress=progress)
+    video = VideoSettings(config.outputs.video_crf, config.outputs.video_preset)
+    writers = OutputWriters(
+        paths, fps, display=options.display, metrics_port=options.metrics_port, progress=progress, video=video
+    )
     det = config.detection
     pipeline = Pipeline(
         sources,

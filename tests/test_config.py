@@ -57,6 +57,8 @@ def test_relative_paths_resolve_next_to_the_config(tmp_path: Path) -> None:
             "streams[0].fps: unknown key (allowed: name, url, path, webcam, mode)",
         ),
         ("tracking:\n  iou_gate: 0\n", "tracking.iou_gate: must be > 0.0, got 0"),
+        ("outputs:\n  video_preset: turbo\n", "outputs.video_preset: must be one of 'ultrafast', 'superfast',"),
+        ("outputs:\n  video_crf: 60\n", "outputs.video_crf: must be <= 51, got 60"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("detection: [\n", "YAML syntax error at line 2"),
     ],

@@ -152,6 +152,28 @@ def test_video_writer_one_output_frame_per_input_frame(tmp_path, width, height, 
     assert means == sorted(means) and means[-1] - means[0] > 100  # every frame, in order
 
 
+def test_video_writer_colours_and_preset(tmp_path):
+    """BGR in, the same colours back (BT.601 limited range, as FFmpeg reads it), any x264 preset."""
+    bgr = np.zeros((64, 96, 3), np.uint8)
+    bgr[:, :32] = (255, 0, 0)  # blue
+    bgr[:, 32:64] = (0, 255, 0)  # green
+    bgr[:, 64:] = (40, 80, 200)  # a skin-like red-orange
+    sizes = {}
+    for preset in ("ultrafast", "veryfast"):
+        path = tmp_path / f"{preset}.mp4"
+        with VideoWriter(path, 25, 96, 64, crf=10, preset=preset) as writer:
+            for _ in range(5):
+                writer.write(bgr)
+        frames, _, _ = _read_back(path)
+        assert len(frames) == 5
+        for x0 in (0, 32, 64):
+            got = frames[-1][16:48, x0 + 8 : x0 + 24].reshape(-1, 3).mean(axis=0)
+            want = bgr[0, x0].astype(float)
+            assert np.abs(got - want).max() < 6, (preset, x0, got, want)
+        sizes[preset] = path.stat().st_size
+    assert sizes["ultrafast"] != sizes["veryfast"]  # the preset reached the encoder
+
+
 def test_video_writer_closes_on_error_and_rejects_wrong_sizes(tmp_path):
     path = tmp_path / "clip.mp4"
     with pytest.raises(RuntimeError, match="boom"), VideoWriter(path, 10, 32, 32) as writer:

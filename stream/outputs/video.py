@@ -17,6 +17,7 @@ construction. Every failure is an ``OutputError`` naming the path. Not thread-sa
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -27,9 +28,17 @@ import numpy as np
 
 from stream.outputs import OutputError, make_parent
 
-__all__ = ["VideoWriter"]
+__all__ = ["VideoSettings", "VideoWriter"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """libx264 options: ``crf`` quality (0-51, lower is better), ``preset`` speed/size trade-off."""
+
+    crf: int = 23
+    preset: str = "veryfast"
 
 
 class VideoWriter:
@@ -78,8 +87,10 @@ class VideoWriter:
         """Encode one HxWx3 uint8 BGR frame of the size given at construction."""
         if self._container is None or self._stream is None:
             raise OutputError(f"video output {self.path} is closed")
-        frame = av.VideoFrame.from_ndarray(self._even(self._check(image_bgr)), format="bgr24")
-        frame = frame.reformat(format="yuv420p")
+        # OpenCV's BGR → I420 (BT.601, limited range, as swscale's default) is ~2.5x faster than
+        # VideoFrame.from_ndarray(bgr24).reformat("yuv420p"), and the planes are what libx264 takes.
+        yuv = cv2.cvtColor(self._even(self._check(image_bgr)), cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = self.frames_written
         frame.time_base = self._stream.codec_context.time_base
         try:

@@ -23,7 +23,7 @@ from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import TrackView, draw_overlay
 from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
-from stream.outputs.video import VideoWriter
+from stream.outputs.video import VideoSettings, VideoWriter
 from stream.pipeline.messages import Annotated
 from stream.types import Event, EventKind
 
@@ -84,8 +84,10 @@ class OutputWriters:
         display: bool = False,
         metrics_port: int | None = None,
         progress: bool = False,
+        video: VideoSettings | None = None,
     ) -> None:
         self._paths = paths
+        self._video = video or VideoSettings()
         self._fps = fps
         self._display = display and _has_display()
         if display and not self._display:
@@ -201,7 +203,8 @@ class OutputWriters:
         if path is None:
             return
         if out.video is None:
-            out.video = VideoWriter(path, self._fps.get(stream_id) or 25.0, image.shape[1], image.shape[0])
+            fps, (height, width) = self._fps.get(stream_id) or 25.0, image.shape[:2]
+            out.video = VideoWriter(path, fps, width, height, self._video.crf, self._video.preset)
         size = (out.video.width, out.video.height)
         if (image.shape[1], image.shape[0]) != size:
             # The stream changed resolution mid-way (a camera reconfigured, a folder of mixed images):
