@@ -1,7 +1,7 @@
 """End-to-end speed of the app pipeline against the naive loop, on the same clip, in one process.
 
-    python -m bench [--clip PATH] [--max-frames N] [--profile cpu|gpu|default] [--streams N]
-                    [--gallery DIR] [--config YAML] [--json PATH] [--readme]
+    python -m bench [--clip 720p|demo|otb-david|PATH] [--max-frames N] [--profile cpu|gpu|default]
+                    [--streams N] [--gallery DIR] [--config YAML] [--json PATH] [--readme]
 
 Pipeline: the real app (``stream.app.build_app(...).run()``) with the chosen profile, writing the
 annotated mp4, events and snapshots into a temporary folder (no display). ``--streams N`` feeds the
@@ -11,7 +11,16 @@ Naive baseline: stock facenet-pytorch ``MTCNN.detect`` on every full frame (min 
 (``crop_faces``), embed and match every face, one frame after another; same embedder and gallery
 as the pipeline. Both sides process the first ``--max-frames`` frames of the clip.
 
-Default clip: facenet-pytorch's examples/video.mp4 (1080p25) resized to 1280x720 at run time.
+Clips (``--clip``; every frame of it unless ``--max-frames``):
+
+- ``720p`` (default): facenet-pytorch's examples/video.mp4 (1080p25, 105 frames of a crowded
+  arcade, nobody known) resized to 1280x720 at run time: the speed figure.
+- ``demo``: the built-in demo clip (960x540, 150 frames) with its gallery: names kept?
+- ``otb-david``: OTB David (471 JPEG frames, 320x240) with "david" enrolled from 5 frames of
+  0300-0330 (as tests/test_otb_david.py): names kept?
+- any video file or image folder (``--gallery`` for names).
+
+``identities_kept`` says whether the pipeline named every person the naive loop named.
 Prints one JSON object (keys ``pipeline_fps``, ``naive_fps``, ``speedup`` among others) and saves it
 as bench/results/pipeline-<date>-<machine>.json; ``--readme`` rewrites README.md's performance table.
 """
@@ -41,8 +50,11 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared/data"
+SHARED = Path(os.environ.get("ADAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
 SOURCE_1080P = SHARED / "facenet-pytorch/examples/video.mp4"
+DAVID_FRAMES = SHARED / "otb-david/demo/David/img"
+DAVID_ENROLL = ("0300", "0308", "0315", "0322", "0330")  # as tests/test_otb_david.py
+NAMED_CLIPS = ("720p", "demo", "otb-david")
 RESULTS = REPO / "bench/results"
 README = REPO / "README.md"
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
@@ -205,6 +217,41 @@ def stream_copies(clip: Path, count: int, folder: Path) -> tuple[str, ...]:
     return tuple(links)
 
 
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    name: str
+    gallery: Path | None
+    description: str
+
+
+def resolve_clip(clip: str | None, gallery: Path | None, folder: Path, max_frames: int | None) -> Clip:
+    """The clip to run (a named one, made or linked in ``folder``, or a path) and its gallery."""
+    name = clip or "720p"
+    if name == "720p":
+        limit = None if max_frames is None else max_frames + 1
+        path = make_720p_clip(folder, max_frames=limit)
+        return Clip(path, "video.mp4@720p", gallery, f"{SOURCE_1080P} (resized to 1280x720)")
+    if name == "demo":
+        from stream.demo import prepare_demo
+
+        path, demo_gallery = prepare_demo(REPO / "recordings" / ".demo")
+        return Clip(path, "demo", gallery or demo_gallery, f"{path} (built-in demo)")
+    if name == "otb-david":
+        if not DAVID_FRAMES.is_dir():
+            raise SystemExit(f"error: {DAVID_FRAMES} not found: pass --clip PATH")
+        if gallery is None:
+            gallery = folder / "david-gallery"
+            (gallery / "david").mkdir(parents=True)
+            for stem in DAVID_ENROLL:
+                (gallery / "david" / f"{stem}.jpg").symlink_to(DAVID_FRAMES / f"{stem}.jpg")
+        return Clip(DAVID_FRAMES, "otb-david", gallery, f"{DAVID_FRAMES} (david enrolled from 5 frames)")
+    path = Path(name)
+    if not path.exists():
+        raise SystemExit(f"error: --clip {name}: no such file or folder (or one of {', '.join(NAMED_CLIPS)})")
+    return Clip(path, path.name, gallery, str(path))
+
+
 def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
     """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir."""
     from stream.config import parse_config
@@ -231,7 +278,7 @@ def set_threads(count: int) -> int:
 # ---------------------------------------------------------------- the two sides
 
 
-def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, max_frames: int) -> dict[str, Any]:
+def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, max_frames: int | None) -> dict[str, Any]:
     from stream.app import RunOptions, build_app
 
     threads = set_threads(config.runtime.torch_threads)
@@ -274,7 +321,7 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
     }
 
 
-def run_naive(config: Any, clip: Path, gallery: Path | None, max_frames: int) -> dict[str, Any]:
+def run_naive(config: Any, clip: Path, gallery: Path | None, max_frames: int | None) -> dict[str, Any]:
     """Stock MTCNN.detect on every full frame, align + embed + match every face, sequentially."""
     from facenet_pytorch import MTCNN
 
@@ -305,7 +352,7 @@ def run_naive(config: Any, clip: Path, gallery: Path | None, max_frames: int) ->
             vectors, _ = embed(crop_faces(frame.image, faces, models.embedder).crops)
             names.update(ident.person for _, ident in matcher.identify(vectors) if ident.person)
         latencies.append(time.perf_counter() - start)
-        return len(latencies) < max_frames
+        return max_frames is None or len(latencies) < max_frames
 
     def emit(item: Any) -> bool:
         return frame_done(item) if hasattr(item, "image") else True
@@ -380,7 +427,9 @@ def machine_tag(info: dict[str, Any]) -> str:
 
 
 def save(result: dict[str, Any], explicit: Path | None) -> Path:
-    name = f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}.json"
+    clip = "".join(ch if ch.isalnum() else "-" for ch in result["clip_name"])
+    streams = "" if result["streams"] == 1 else f"-x{result['streams']}"
+    name = f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}-{clip}{streams}.json"
     path = RESULTS / name
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2) + "\n"
@@ -393,8 +442,8 @@ def save(result: dict[str, Any], explicit: Path | None) -> Path:
 
 def readme_table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| machine | date | profile | clip | streams | frames/s | naive frames/s | speedup | p95 ms | "
-        "faces/s detected | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| machine | date | profile | clip | streams | frames/s | naive frames/s | speedup | names (naive) | "
+        "p95 ms | faces/s detected | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for r in results:
@@ -402,13 +451,20 @@ def readme_table(results: list[dict[str, Any]]) -> str:
         where = f"{m['gpu']} + {m['cpu_count']} CPU" if m["gpu"] else f"{m['cpu']} ({m['cpu_count']} cores)"
         rows.append(
             f"| {where} | {r['date']} | {r['profile']} | {r['clip_name']} | {r['streams']} | {r['pipeline_fps']} | "
-            f"{r['naive_fps']} | {r['speedup']}x | {p['latency_p95_ms']} | {p['detections_per_s']} | {p['rss_peak_mb']} |"
+            f"{r['naive_fps']} | {r['speedup']}x | {_names(r)} | {p['latency_p95_ms']} | {p['detections_per_s']} | "
+            f"{p['rss_peak_mb']} |"
         )
     note = (
         "Made by `python -m bench --readme` (JSON in bench/results/); naive = stock MTCNN.detect on every "
         "full frame + align/embed every face, same frames, same process."
     )
     return "\n".join([head, *rows, "", note])
+
+
+def _names(r: dict[str, Any]) -> str:
+    """The people the pipeline named, then (in brackets) those the naive loop named."""
+    pipeline, naive = r["pipeline"]["identities"], r["naive"]["identities"]
+    return f"{', '.join(pipeline) or '-'} ({', '.join(naive) or '-'})"
 
 
 def update_readme(latest: dict[str, Any]) -> None:
@@ -435,8 +491,8 @@ def _row_key(r: dict[str, Any]) -> tuple[str, ...]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", type=Path, default=None, help="video file or image folder (default: 720p clip)")
-    parser.add_argument("--max-frames", type=int, default=60, help="frames per side (default 60)")
+    parser.add_argument("--clip", default=None, help="720p (default), demo, otb-david, or a video file or image folder")
+    parser.add_argument("--max-frames", type=int, default=None, help="frames per side (default: the whole clip)")
     parser.add_argument(
         "--profile", choices=["default", "cpu", "gpu"], default=None, help="default: gpu on CUDA else cpu"
     )
@@ -447,7 +503,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's performance table")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
-    if args.max_frames < 1 or args.streams < 1:
+    if (args.max_frames is not None and args.max_frames < 1) or args.streams < 1:
         parser.error("--max-frames and --streams must be >= 1")
     args.profile = args.profile or ("gpu" if torch.cuda.is_available() else "cpu")
     return args
@@ -460,13 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        clip = args.clip or make_720p_clip(tmp, max_frames=args.max_frames + 1)
-        sources = stream_copies(clip, args.streams, tmp)
+        clip = resolve_clip(args.clip, args.gallery, tmp, args.max_frames)
+        sources = stream_copies(clip.path, args.streams, tmp)
         info = machine_info()
         pipe_cfg = bench_config(args.profile, args.config, tmp / "out")
-        pipeline = run_pipeline(pipe_cfg, sources, args.gallery, args.max_frames)
+        pipeline = run_pipeline(pipe_cfg, sources, clip.gallery, args.max_frames)
         naive_cfg = bench_config("default", args.config, tmp / "naive")
-        naive = run_naive(naive_cfg, clip, args.gallery, args.max_frames)
+        naive = run_naive(naive_cfg, clip.path, clip.gallery, args.max_frames)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
@@ -476,10 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         "identities_kept": set(naive["identities"]) <= set(pipeline["identities"]),
         "date": dt.date.today().isoformat(),
         "profile": args.profile,
-        "clip_name": "video.mp4@720p" if args.clip is None else args.clip.name,
-        "clip": str(args.clip or SOURCE_1080P) + ("" if args.clip else " (resized to 1280x720)"),
+        "clip_name": clip.name,
+        "clip": clip.description,
         "streams": args.streams,
         "max_frames": args.max_frames,
+        "frames_per_stream": pipeline["frames"] // args.streams,
         "pipeline": pipeline,
         "naive": naive,
         "machine": info,

@@ -38,13 +38,13 @@ PY
 mkdir -p "$OUT"
 JSON="$OUT/gpu-streams$N-last.json"
 echo "== $N streams x $MAX_FRAMES frames of $CLIP, profile $PROFILE"
-"$PY" -m bench --clip "$CLIP" --streams "$N" --profile "$PROFILE" --max-frames "$MAX_FRAMES" --json "$JSON" >/dev/null
+"$PY" -m bench --clip "$CLIP" --streams "$N" --profile "$PROFILE" --max-frames "$MAX_FRAMES" --json "$JSON" --no-save >/dev/null
 
 "$PY" - "$JSON" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 p, n = r["pipeline"], r["naive"]
-print(f"streams            {r['streams']} x {r['max_frames']} frames ({r['machine']['gpu'] or 'CPU'})")
+print(f"streams            {r['streams']} x {r['frames_per_stream']} frames ({r['machine']['gpu'] or 'CPU'})")
 print(f"pipeline frames/s  {p['fps']:.1f} total, {p['fps'] / r['streams']:.1f} per stream")
 print(f"faces/s            detected {p['detections_per_s']:.1f}, embedded {p['embeddings_per_s']:.1f}")
 print(f"latency ms         p50 {p['latency_p50_ms']}, p95 {p['latency_p95_ms']}")
