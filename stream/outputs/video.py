@@ -50,8 +50,8 @@ class VideoWriter:
         fps: float | Fraction,
         width: int,
         height: int,
-        crf: int = 23,
-        preset: str = "veryfast",
+        crf: int = VideoSettings.crf,
+        preset: str = VideoSettings.preset,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"VideoWriter.fps: must be > 0, got {fps}")
