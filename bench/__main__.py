@@ -22,7 +22,8 @@ Clips (``--clip``; every frame of it unless ``--max-frames``):
 
 ``identities_kept`` says whether the pipeline named every person the naive loop named.
 Prints one JSON object (keys ``pipeline_fps``, ``naive_fps``, ``speedup`` among others) and saves it
-as bench/results/pipeline-<date>-<machine>.json; ``--readme`` rewrites README.md's performance table.
+as bench/results/pipeline-<date>-<machine>-<profile>-<clip>[-x<streams>].json; ``--readme`` rewrites
+README.md's performance table.
 """
 
 from __future__ import annotations
