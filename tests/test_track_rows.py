@@ -1,0 +1,44 @@
+"""The tracks table: one row per (stream, epoch, track id), spanning track_started → track_ended.
+
+Reproduces the bug where every row had first_ts == last_ts (the end time) and where track 1 of
+epoch 0 and track 1 of epoch 1 (after a reconnect) merged into one row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stream.pipeline.writers import OutputPaths, OutputWriters
+from stream.types import Event, EventKind
+
+
+def _writers(tmp_path: Path) -> OutputWriters:
+    paths = OutputPaths(
+        videos={"cam": None}, mot={"cam": None}, jsonl=None, sqlite=tmp_path / "events.db", snapshots=None, summary=None
+    )
+    return OutputWriters(paths, fps={"cam": 25.0})
+
+
+def _track_event(ts: float, kind: EventKind, epoch: int, track_id: int, person: str | None = None) -> Event:
+    return Event(ts, "cam", kind, track_id, person, 0.9, extra=(("epoch", epoch),))
+
+
+@pytest.mark.xfail(strict=True, reason="bug: tracks rows keyed by id alone, first_ts looked up by the wrong key")
+def test_a_reconnect_gives_two_rows_each_from_start_to_end(tmp_path: Path) -> None:
+    writers = _writers(tmp_path)
+    writers.events(
+        [
+            _track_event(10.0, EventKind.TRACK_STARTED, 0, 1),
+            _track_event(10.5, EventKind.IDENTITY_ASSIGNED, 0, 1, "alice"),
+            _track_event(12.0, EventKind.TRACK_ENDED, 0, 1, "alice"),
+            _track_event(110.0, EventKind.TRACK_STARTED, 1, 1),
+            _track_event(112.0, EventKind.TRACK_ENDED, 1, 1),
+        ]
+    )
+    writers.close()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        rows = db.execute("SELECT stream, epoch, track_id, first_ts, last_ts, person FROM tracks ORDER BY epoch").fetchall()
+    assert rows == [("cam", 0, 1, 10.0, 12.0, "alice"), ("cam", 1, 1, 110.0, 112.0, None)]
