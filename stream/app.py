@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from stream.commands.models import Models, build_models
-from stream.config import AppConfig, StreamConfig
+from stream.config import AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.embedder import default_threshold
+from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
 from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
@@ -135,11 +135,41 @@ class App:
         return summary
 
 
-def build_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespace) -> App:
+def output_paths(cfg: OutputsConfig, streams: Sequence[StreamConfig], options: RunOptions) -> OutputPaths:
+    """Where each output of this run goes: the command-line paths, else config.yaml's outputs."""
+    names = [s.name for s in streams]
+    single = len(names) == 1
+    if options.output is not None:
+        videos: dict[str, Path | None] = {n: options.output if single else options.output / f"{n}.mp4" for n in names}
+    else:
+        videos = {n: (cfg.dir / f"{n}.mp4" if cfg.annotated_video else None) for n in names}
+    tracks = options.tracks_out
+    mot = {
+        n: None if tracks is None else (tracks if single else tracks.with_name(f"{tracks.stem}_{n}{tracks.suffix}"))
+        for n in names
+    }
+    return OutputPaths(
+        videos=videos,
+        mot=mot,
+        jsonl=options.events or (cfg.dir / "events.jsonl" if cfg.events_jsonl else None),
+        sqlite=cfg.dir / "events.db" if cfg.events_sqlite else None,
+        snapshots=cfg.dir / "snapshots" if cfg.snapshots else None,
+        summary=options.summary,
+    )
+
+
+def build_app(
+    config: AppConfig,
+    options: RunOptions,
+    overrides: ModelOverrides | None = None,
+    *,
+    models: Models | None = None,
+) -> App:
+    """Open the sources, build (or take) the models and the gallery, wire the pipeline and outputs."""
     streams, gallery_override = plan_streams(config, options)
-    paths = OutputPaths.for_streams(config.outputs, streams, options)
+    paths = output_paths(config.outputs, streams, options)
     sources = [open_source(spec) for spec in streams]
-    models = build_models(config, model_args)
+    models = models or build_models(config, overrides or ModelOverrides())
     matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
     files_only = all(s.effective_mode == "file" for s in streams)
@@ -151,7 +181,7 @@ def build_app(config: AppConfig, options: RunOptions, model_args: argparse.Names
     det = config.detection
     pipeline = Pipeline(
         sources,
-        models.detector.detect,
+        models.detector,
         build_recogniser(models, config, matcher),
         writers,
         PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames),
@@ -161,6 +191,6 @@ def build_app(config: AppConfig, options: RunOptions, model_args: argparse.Names
     return App(pipeline, writers, options.summary)
 
 
-def run_app(config: AppConfig, options: RunOptions, model_args: argparse.Namespace) -> RunSummary:
+def run_app(config: AppConfig, options: RunOptions, overrides: ModelOverrides | None = None) -> RunSummary:
     """Build and run; return the summary."""
-    return build_app(config, options, model_args).run()
+    return build_app(config, options, overrides or ModelOverrides()).run()

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trackers import TrackSnapshot, TrackState
-from trackers._arrays import check_array, check_finite
+from trackers import TrackSnapshot, TrackState, check_array, check_finite
 
 __all__ = [
     "Embedding",
@@ -116,7 +115,8 @@ class TrackKey:
     track_id: int
 
     def __str__(self) -> str:
-        return f"{self.stream_id}#{self.epoch}:{self.track_id}"
+        """``stream:id``, with ``#epoch`` after a reconnect (``stream#2:id``): summaries' label."""
+        return f"{self.stream_id}:{self.track_id}" if self.epoch == 0 else f"{self.stream_id}#{self.epoch}:{self.track_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,14 +202,22 @@ class EventKind(enum.Enum):
     STREAM_UP = "stream_up"
 
 
+_EVENT_FIELDS = frozenset({"ts", "stream", "kind", "epoch", "track_id", "person", "score"})
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something worth recording; serialises to one JSON line."""
+    """Something worth recording; serialises to one JSON line.
+
+    Track events carry the track's ``TrackKey`` (its stream is the event's stream); stream events
+    (``stream_up``/``stream_down``) carry none, and say their epoch and reason in ``extra``.
+    ``extra`` holds the rest (``votes``, ``previous``, ...), never a name of the fields above.
+    """
 
     ts: float
     stream: str
     kind: EventKind
-    track_id: int | None = None
+    track: TrackKey | None = None
     person: str | None = None
     score: float | None = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
@@ -217,17 +225,39 @@ class Event:
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EventKind):
             raise TypeError(f"Event.kind: expected EventKind, got {self.kind!r}")
+        if self.track is not None and not isinstance(self.track, TrackKey):
+            raise TypeError(f"Event.track: expected TrackKey or None, got {self.track!r}")
         _require(math.isfinite(self.ts), f"Event.ts: must be finite, got {self.ts}")
-        _set(self, "extra", tuple(sorted(dict(self.extra).items())))
+        _require(
+            self.track is None or self.track.stream_id == self.stream,
+            f"Event.track: {self.track} is not a track of stream {self.stream!r}",
+        )
+        extra = tuple(sorted(dict(self.extra).items()))
+        clash = sorted(_EVENT_FIELDS.intersection(k for k, _ in extra) - ({"epoch"} if self.track is None else set()))
+        _require(not clash, f"Event.extra: {', '.join(clash)} must not be set in extra")
+        _set(self, "extra", extra)
+
+    @classmethod
+    def of_track(
+        cls,
+        ts: float,
+        kind: EventKind,
+        track: TrackKey,
+        person: str | None = None,
+        score: float | None = None,
+        extra: tuple[tuple[str, Any], ...] = (),
+    ) -> Event:
+        """An event about one track (its stream is the track's)."""
+        return cls(ts, track.stream_id, kind, track, person, score, extra)
+
+    @property
+    def track_id(self) -> int | None:
+        return None if self.track is None else self.track.track_id
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "ts": self.ts,
-            "stream": self.stream,
-            "kind": self.kind.value,
-            "track_id": self.track_id,
-            "person": self.person,
-            "score": self.score,
-        }
+        out: dict[str, Any] = {"ts": self.ts, "stream": self.stream, "kind": self.kind.value}
+        if self.track is not None:
+            out["epoch"] = self.track.epoch
+        out.update(track_id=self.track_id, person=self.person, score=self.score)
         out.update(dict(self.extra))
         return out

@@ -171,7 +171,7 @@ def test_corrupt_frames_mid_file_are_skipped_and_counted(tmp_path: Path, capsys:
     data[mid : mid + 20_000] = rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()  # ~1.5 frames
     clip = tmp_path / "corrupt.mp4"
     clip.write_bytes(bytes(data))
-    code, _, err = _run_file(tmp_path, capsys, clip)
+    code, out, err = _run_file(tmp_path, capsys, clip)
     assert code == 0, err
     report = json.loads((tmp_path / "summary.json").read_text())
     assert 0 < report["frames_in"] < 90  # some frames lost, the rest decoded
@@ -182,6 +182,11 @@ def test_corrupt_frames_mid_file_are_skipped_and_counted(tmp_path: Path, capsys:
     warning = [line for line in err.splitlines() if "corrupt packet(s)/frame(s) skipped" in line]
     assert len(warning) == 1 and "corrupt.mp4" in warning[0], err
     assert f"{report['frames_in']} frames read" in warning[0]
+    skipped = int(warning[0].split(": ")[-1].split()[0])
+    # ... and in the run summary, per stream and in total, as the screen table says
+    assert report["decode_errors"] == skipped > 0
+    assert next(iter(report["per_stream"].values()))["decode_errors"] == skipped
+    assert f"corrupt packets/frames skipped: {skipped};" in out
 
 
 def test_unsupported_codec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

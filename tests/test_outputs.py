@@ -26,8 +26,8 @@ from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import COLOR_LOST, COLOR_NAMED, COLOR_UNKNOWN, TrackView, draw_overlay
 from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
-from stream.outputs.video import VideoWriter
-from stream.types import Event, EventKind
+from stream.outputs.video import VideoSettings, VideoWriter
+from stream.types import Event, EventKind, TrackKey
 from trackers import TrackSnapshot, TrackState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_video_writer_colours_and_preset(tmp_path):
     sizes = {}
     for preset in ("ultrafast", "veryfast"):
         path = tmp_path / f"{preset}.mp4"
-        with VideoWriter(path, 25, 96, 64, crf=10, preset=preset) as writer:
+        with VideoWriter(path, 25, 96, 64, VideoSettings(crf=10, preset=preset)) as writer:
             for _ in range(5):
                 writer.write(bgr)
         frames, _, _ = _read_back(path)
@@ -229,11 +229,10 @@ def test_video_writer_write_error_names_the_path(tmp_path):
 # ---- events -------------------------------------------------------------------------------------
 
 
-def _event(i: int, stream: str = "cam1", **extra) -> Event:
+def _event(i: int, stream: str = "cam1", epoch: int = 0, **extra) -> Event:
     kind = EventKind.IDENTITY_ASSIGNED if i % 2 else EventKind.TRACK_STARTED
-    return Event(
-        ts=1000.0 + i, stream=stream, kind=kind, track_id=i, person="alice", score=0.5, extra=tuple(extra.items())
-    )
+    track = TrackKey(stream, epoch, i)
+    return Event.of_track(1000.0 + i, kind, track, person="alice", score=0.5, extra=tuple(extra.items()))
 
 
 def _rows(db_path: Path, sql: str) -> list[tuple]:
@@ -250,9 +249,9 @@ def test_event_sink_writes_jsonl_and_sqlite_with_masked_secrets(tmp_path):
         sink.write(_event(0))
         sink.write(_event(1, stream=SECRET_URL, source=SECRET_URL, nested={"urls": [SECRET_URL]}, epoch=2))
         sink.write(Event(ts=1002.0, stream="cam1", kind=EventKind.STREAM_DOWN))
-        sink.track_update("cam1", 1, 1000.0, 1001.0, None, None, None, epoch=0)
-        sink.track_update("cam1", 1, 999.0, 1005.0, "alice", 0.7, tmp_path / "s.jpg", epoch=0)
-        sink.track_update("cam1", 1, 1010.0, 1011.0, "bob", 0.6, None, epoch=1)  # same id, new epoch
+        sink.track_update(TrackKey("cam1", 0, 1), 1000.0, 1001.0, None, None, None)
+        sink.track_update(TrackKey("cam1", 0, 1), 999.0, 1005.0, "alice", 0.7, tmp_path / "s.jpg")
+        sink.track_update(TrackKey("cam1", 1, 1), 1010.0, 1011.0, "bob", 0.6, None)  # same id, new epoch
 
     text = jsonl.read_text()
     assert "hunter2" not in text
@@ -304,11 +303,11 @@ def test_event_sink_flushed_events_survive_kill_9(tmp_path):
         import os, signal
         from pathlib import Path
         from stream.outputs.events import EventSink
-        from stream.types import Event, EventKind
+        from stream.types import Event, EventKind, TrackKey
         sink = EventSink(Path({str(jsonl)!r}), Path({str(db_path)!r}), commit_every=1000, commit_interval_s=3600)
         for i in range({k}):
-            sink.write(Event(ts=float(i), stream="cam", kind=EventKind.TRACK_STARTED, track_id=i))
-        sink.track_update("cam", 3, 0.0, 1.0, "alice", 0.9, None, epoch=1)
+            sink.write(Event.of_track(float(i), EventKind.TRACK_STARTED, TrackKey("cam", 0, i)))
+        sink.track_update(TrackKey("cam", 1, 3), 0.0, 1.0, "alice", 0.9, None)
         sink.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -329,7 +328,7 @@ def test_two_sinks_write_one_database_concurrently(tmp_path):
             with EventSink(tmp_path / f"{name}.jsonl", db_path, commit_every=7) as sink:
                 for i in range(per_sink):
                     sink.write(_event(i, stream=name))
-                    sink.track_update(name, i % 5, float(i), float(i), None, None, None)
+                    sink.track_update(TrackKey(name, 0, i % 5), float(i), float(i), None, None, None)
         except BaseException as exc:
             errors.append(exc)
 
@@ -371,10 +370,10 @@ def test_save_snapshot_writes_a_jpeg_and_replaces_it(tmp_path):
     crop = np.zeros((64, 48, 3), np.uint8)
     crop[:, :24] = (0, 0, 255)
     crop.flags.writeable = False
-    path = save_snapshot(tmp_path / "snaps", SECRET_URL, 3, 1, crop)
+    path = save_snapshot(tmp_path / "snaps", TrackKey(SECRET_URL, 1, 3), crop)
     assert path.parent == tmp_path / "snaps" and path.suffix == ".jpg"
     assert "hunter2" not in path.name and "_e1_t3" in path.name
-    again = save_snapshot(tmp_path / "snaps", SECRET_URL, 3, 1, np.full((64, 48, 3), 200, np.uint8))
+    again = save_snapshot(tmp_path / "snaps", TrackKey(SECRET_URL, 1, 3), np.full((64, 48, 3), 200, np.uint8))
     assert again == path
     image = cv2.imread(str(path))
     assert image.shape == (64, 48, 3) and abs(float(image.mean()) - 200) < 3
@@ -384,7 +383,7 @@ def test_save_snapshot_writes_a_jpeg_and_replaces_it(tmp_path):
 def test_save_snapshot_unwritable_folder_names_it(tmp_path):
     for folder in [p.parent for p in _unwritable_paths(tmp_path, "x")]:
         with pytest.raises(OutputError, match="cannot open snapshot") as info:
-            save_snapshot(folder, "cam", 1, 0, np.zeros((8, 8, 3), np.uint8))
+            save_snapshot(folder, TrackKey("cam", 0, 1), np.zeros((8, 8, 3), np.uint8))
         assert str(folder) in str(info.value)
 
 
@@ -407,15 +406,20 @@ def _snap(track_id: int, box, state=TrackState.CONFIRMED, score=0.9) -> TrackSna
 def test_mot_writer_lines(tmp_path):
     path = tmp_path / "mot" / "hyp.txt"
     with MotWriter(path) as mot:
-        assert mot.write(0, [_snap(2, (10, 20, 50, 80.5)), _snap(1, (0.125, 1, 2, 3), score=1.0)]) == 2
+        assert mot.write(0, 0, [_snap(2, (10, 20, 50, 80.5)), _snap(1, (0.125, 1, 2, 3), score=1.0)]) == 2
         assert (
-            mot.write(1, [_snap(-1, (0, 0, 1, 1), TrackState.TENTATIVE), _snap(3, (0, 0, 4, 4), TrackState.LOST)]) == 0
+            mot.write(1, 0, [_snap(-1, (0, 0, 1, 1), TrackState.TENTATIVE), _snap(3, (0, 0, 4, 4), TrackState.LOST)])
+            == 0
         )
-        mot.write(2, [_snap(2, (11, 21, 51, 81))])
+        mot.write(2, 0, [_snap(2, (11, 21, 51, 81))])
+        mot.write(3, 1, [_snap(1, (5, 5, 9, 9))])  # a reconnect: track 1 of epoch 1 is another track
+        with pytest.raises(ValueError, match="epoch went back"):
+            mot.write(4, 0, [])
     assert path.read_text().splitlines() == [
         "1,1,0.12,1.00,1.88,2.00,1.00,-1,-1,-1",
         "1,2,10.00,20.00,40.00,60.50,0.90,-1,-1,-1",
         "3,2,11.00,21.00,40.00,60.00,0.90,-1,-1,-1",
+        "4,3,5.00,5.00,4.00,4.00,0.90,-1,-1,-1",
     ]
     with pytest.raises(OutputError):
         MotWriter(_unwritable_paths(tmp_path, "hyp.txt")[0])
@@ -426,9 +430,10 @@ def test_mot_writer_lines(tmp_path):
 
 def test_run_summary_json_and_table():
     p50, p95 = latency_percentiles_ms([0.010, 0.020, 0.030, 0.040])
-    cam = RunSummary(100, 98, 2, 29.5, 3, {"cam1#0:1": "alice"}, 1, p50, p95)
+    cam = RunSummary(100, 98, 2, 29.5, 3, {TrackKey("cam1", 0, 1): "alice"}, 1, p50, p95, decode_errors=2)
+    identities = {TrackKey("cam1", 0, 1): "alice", TrackKey("cam1", 0, 2): None, TrackKey("cam1", 1, 1): "bob"}
     total = RunSummary(
-        100, 98, 2, 29.5, 3, {"cam1#0:1": "alice", "cam1#0:2": None}, 1, p50, p95, per_stream={SECRET_URL: cam}
+        100, 98, 2, 29.5, 3, identities, 1, p50, p95, per_stream={SECRET_URL: cam}, decode_errors=2, detector_fallbacks=1
     )
     data = json.loads(total.to_json())
     keys = {
@@ -442,14 +447,18 @@ def test_run_summary_json_and_table():
         "latency_p50_ms",
         "latency_p95_ms",
         "per_stream",
+        "decode_errors",
+        "detector_fallbacks",
     }
     assert set(data) == keys
     (stream_name,) = data["per_stream"]
     assert "hunter2" not in stream_name and set(data["per_stream"][stream_name]) == keys
-    assert data["identities"] == {"cam1#0:1": "alice", "cam1#0:2": None}
+    assert data["identities"] == {"cam1:1": "alice", "cam1:2": None, "cam1#1:1": "bob"}
+    assert (data["decode_errors"], data["detector_fallbacks"]) == (2, 1)
     assert data["latency_p50_ms"] == pytest.approx(25.0)
     table = total.table()
-    assert "total" in table and "hunter2" not in table and "alice" in table
+    assert "total" in table and "hunter2" not in table and "cam1#1:1=bob" in table
+    assert "corrupt packets/frames skipped: 2; detection batches retried frame by frame: 1" in table
     assert len({len(line) for line in table.splitlines()[:4]}) == 1  # fixed width rows
     assert latency_percentiles_ms([]) == (None, None)
     assert json.loads(RunSummary(0, 0, 0, 0.0, 0).to_json())["latency_p95_ms"] is None

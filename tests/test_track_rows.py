@@ -9,10 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from stream.pipeline.writers import OutputPaths, OutputWriters
-from stream.types import Event, EventKind
+from stream.types import Event, EventKind, TrackKey
 
 
 def _writers(tmp_path: Path) -> OutputWriters:
@@ -23,10 +21,9 @@ def _writers(tmp_path: Path) -> OutputWriters:
 
 
 def _track_event(ts: float, kind: EventKind, epoch: int, track_id: int, person: str | None = None) -> Event:
-    return Event(ts, "cam", kind, track_id, person, 0.9, extra=(("epoch", epoch),))
+    return Event.of_track(ts, kind, TrackKey("cam", epoch, track_id), person, 0.9)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: tracks rows keyed by id alone, first_ts looked up by the wrong key")
 def test_a_reconnect_gives_two_rows_each_from_start_to_end(tmp_path: Path) -> None:
     writers = _writers(tmp_path)
     writers.events(

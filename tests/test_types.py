@@ -110,7 +110,7 @@ def test_track_snapshot_checks_box() -> None:
 
 def test_face_crop_and_embedding() -> None:
     crop = FaceCrop(TrackKey("cam", 0, 7), 12, np.zeros((112, 112, 3), np.uint8), 0.8, {"clipped"})
-    assert crop.flags == frozenset({"clipped"}) and str(crop.track) == "cam#0:7"
+    assert crop.flags == frozenset({"clipped"}) and str(crop.track) == "cam:7"
     with pytest.raises(TypeError, match="FaceCrop.crop"):
         FaceCrop(TrackKey("cam", 0, 7), 12, np.zeros((112, 112, 3), np.float32), 0.8)
     vec = np.zeros(512, np.float32)
@@ -129,15 +129,24 @@ def test_match_identity_event() -> None:
     with pytest.raises(ValueError, match="Match.candidates: must be sorted"):
         Match((("ann", 0.4), ("bob", 0.7)), 0.3)
     assert Identity(None, 0.0, 0).known is False
-    event = Event(1.5, "cam", EventKind.IDENTITY_ASSIGNED, 7, "ann", 0.7, (("votes", 3),))
+    event = Event.of_track(1.5, EventKind.IDENTITY_ASSIGNED, TrackKey("cam", 2, 7), "ann", 0.7, (("votes", 3),))
+    assert event.stream == "cam" and event.track_id == 7
     assert event.to_dict() == {
         "ts": 1.5,
         "stream": "cam",
         "kind": "identity_assigned",
+        "epoch": 2,
         "track_id": 7,
         "person": "ann",
         "score": 0.7,
         "votes": 3,
     }
+    up = Event(2.0, "cam", EventKind.STREAM_UP, extra=(("epoch", 3), ("reason", "reconnected")))
+    assert up.to_dict()["epoch"] == 3 and up.track_id is None
     with pytest.raises(TypeError, match="Event.kind"):
         Event(1.5, "cam", "identity_assigned")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a track of stream 'other'"):
+        Event(1.5, "other", EventKind.TRACK_STARTED, TrackKey("cam", 0, 1))
+    with pytest.raises(ValueError, match="epoch must not be set in extra"):
+        Event.of_track(1.5, EventKind.TRACK_STARTED, TrackKey("cam", 0, 1), extra=(("epoch", 4),))
+    assert [str(TrackKey("cam", 0, 7)), str(TrackKey("cam", 2, 7))] == ["cam:7", "cam#2:7"]

@@ -4,6 +4,7 @@ It never imports the application package ``stream``. Use ``Tracker(TrackerSettin
 ``update(boxes, scores, t)`` once per frame; see ``trackers.tracker`` for the track life cycle.
 """
 
+from trackers.arrays import check_array, check_finite
 from trackers.association import associate, iou_matrix, valid_boxes
 from trackers.kalman import BoxKalmanFilter
 from trackers.tracker import Tracker, TrackerSettings
@@ -16,6 +17,8 @@ __all__ = [
     "Tracker",
     "TrackerSettings",
     "associate",
+    "check_array",
+    "check_finite",
     "iou_matrix",
     "valid_boxes",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trackers._arrays import check_array, check_finite
+from trackers.arrays import check_array, check_finite
 
 
 class TrackState(enum.Enum):

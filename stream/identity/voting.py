@@ -1,6 +1,6 @@
 """Per-track identity voting: evidence from several embeddings, hysteresis before a name changes.
 
-Pure and thread-free; one ``TrackVoter`` is owned by the embed+match stage. Users' top complaints
+Pure and thread-free; one ``TrackVoter`` is owned by the pipeline's recognition thread. Users' top complaints
 about peers are flickering names and strangers named (peers.md §2 items 6-7): one frame decides.
 Here a track is named only on agreeing evidence, and once named it changes only on sustained
 evidence.
@@ -235,12 +235,4 @@ class TrackVoter:
     def _event(
         kind: EventKind, track: TrackKey, state: _TrackState, t: float, extra: tuple[tuple[str, object], ...]
     ) -> Event:
-        return Event(
-            ts=float(t),
-            stream=track.stream_id,
-            kind=kind,
-            track_id=track.track_id,
-            person=state.person,
-            score=state.confidence,
-            extra=(("votes", state.votes), *extra),
-        )
+        return Event.of_track(float(t), kind, track, state.person, state.confidence, (("votes", state.votes), *extra))

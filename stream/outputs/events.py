@@ -18,11 +18,11 @@ stage should call it when its queue is idle, and ``close()`` commits and closes.
 if the process is killed.
 
 Tables:
-  events(id, ts, stream, kind, track_id, person, score, extra_json)
+  events(id, ts, stream, kind, track_id, person, score, extra_json)   (the epoch is in extra_json)
   tracks(stream, epoch, track_id, first_ts, last_ts, person, score, snapshot_path)
          primary key (stream, epoch, track_id): track ids restart with every epoch (reconnect).
 
-One owner: the sink thread. The connection is opened with ``check_same_thread=False`` only so the
+One owner: the pipeline's output thread. The connection is opened with ``check_same_thread=False`` only so the
 sink can be built on the main thread and handed over; never use one sink from two threads at once.
 """
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from stream.logs import mask_secrets
 from stream.outputs import OutputError, make_parent
-from stream.types import Event
+from stream.types import Event, TrackKey
 
 __all__ = ["EventSink"]
 
@@ -173,24 +173,21 @@ class EventSink:
 
     def track_update(
         self,
-        stream: str,
-        track_id: int,
+        track: TrackKey,
         first_ts: float,
         last_ts: float,
         person: str | None,
         score: float | None,
         snapshot_path: Path | str | None,
-        *,
-        epoch: int = 0,
     ) -> None:
-        """Insert or update the ``tracks`` row of (stream, epoch, track_id); no-op without SQLite."""
+        """Insert or update the ``tracks`` row of ``track``; no-op without SQLite."""
         self._check_open()
         if self._db is None:
             return
         values = (
-            mask_secrets(stream),
-            int(epoch),
-            int(track_id),
+            mask_secrets(track.stream_id),
+            int(track.epoch),
+            int(track.track_id),
             float(first_ts),
             float(last_ts),
             None if person is None else mask_secrets(person),

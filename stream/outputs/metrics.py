@@ -2,7 +2,8 @@
 
 Series:
   frames_in_total{stream}, frames_processed_total{stream}, frames_dropped_total{stream},
-  reconnects_total{stream}            counters
+  reconnects_total{stream}, decode_errors_total{stream}             counters
+  detector_fallbacks_total            counter: detection batches retried frame by frame
   queue_depth{queue}                  gauge
   stage_latency_seconds{stage}        histogram
 Stream labels are masked with ``mask_secrets`` (a URL used as a stream id never shows a password).
@@ -62,6 +63,12 @@ class Metrics:
         self._reconnects = Counter(
             "reconnects_total", "Source reconnects (each starts an epoch)", ["stream"], registry=r
         )
+        self._decode_errors = Counter(
+            "decode_errors_total", "Corrupt packets/frames skipped by the source", ["stream"], registry=r
+        )
+        self._detector_fallbacks = Counter(
+            "detector_fallbacks_total", "Detection batches that failed and were retried frame by frame", registry=r
+        )
         self._queue_depth = Gauge("queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r)
         self._latency = Histogram(
             "stage_latency_seconds", "Time spent in one pipeline stage per item", ["stage"],
@@ -79,6 +86,12 @@ class Metrics:
 
     def reconnect(self, stream: str) -> None:
         self._reconnects.labels(stream=mask_secrets(stream)).inc()
+
+    def decode_errors(self, stream: str, n: int = 1) -> None:
+        self._decode_errors.labels(stream=mask_secrets(stream)).inc(n)
+
+    def detector_fallbacks(self, n: int = 1) -> None:
+        self._detector_fallbacks.inc(n)
 
     def set_queue_depth(self, queue: str, depth: int) -> None:
         self._queue_depth.labels(queue=queue).set(depth)

@@ -1,8 +1,11 @@
 """End-of-run summary: counts, rates, latency percentiles, identities; as JSON and as a screen table.
 
 Pure: no I/O, no clock. ``per_stream`` holds one ``RunSummary`` per stream id (whose own
-``per_stream`` is empty); the top level is the whole run. Stream ids are masked (``mask_secrets``)
-in both renderings. Latencies are ``None`` when nothing was measured.
+``per_stream`` is empty); the top level is the whole run. ``identities`` maps each track
+(``TrackKey``) to its last name (None: unknown) and is rendered as ``stream:id`` (``stream#epoch:id``
+after a reconnect). Stream ids are masked (``mask_secrets``) in both renderings. Latencies are
+``None`` when nothing was measured. ``decode_errors`` counts corrupt packets/frames the sources
+skipped; ``detector_fallbacks`` counts detection batches that failed and were retried frame by frame.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from typing import Any
 import numpy as np
 
 from stream.logs import mask_secrets
+from stream.types import TrackKey
 
 __all__ = ["RunSummary", "latency_percentiles_ms"]
+
+_COUNTS = ("frames_in", "frames_processed", "frames_dropped", "tracks", "reconnects", "decode_errors", "detector_fallbacks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +34,16 @@ class RunSummary:
     frames_dropped: int
     fps: float
     tracks: int
-    identities: Mapping[str, str | None] = field(default_factory=dict)
+    identities: Mapping[TrackKey, str | None] = field(default_factory=dict)
     reconnects: int = 0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     per_stream: Mapping[str, RunSummary] = field(default_factory=dict)
+    decode_errors: int = 0
+    detector_fallbacks: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("frames_in", "frames_processed", "frames_dropped", "tracks", "reconnects"):
+        for name in _COUNTS:
             if getattr(self, name) < 0:
                 raise ValueError(f"RunSummary.{name}: must be >= 0, got {getattr(self, name)}")
         object.__setattr__(self, "identities", MappingProxyType(dict(self.identities)))
@@ -48,8 +56,10 @@ class RunSummary:
             "frames_dropped": self.frames_dropped,
             "fps": _num(self.fps),
             "tracks": self.tracks,
-            "identities": {mask_secrets(k): v for k, v in sorted(self.identities.items())},
+            "identities": {mask_secrets(str(k)): v for k, v in sorted(self.identities.items())},
             "reconnects": self.reconnects,
+            "decode_errors": self.decode_errors,
+            "detector_fallbacks": self.detector_fallbacks,
             "latency_p50_ms": _num(self.latency_p50_ms),
             "latency_p95_ms": _num(self.latency_p95_ms),
             "per_stream": {mask_secrets(k): s.to_dict() for k, s in sorted(self.per_stream.items())},
@@ -64,8 +74,13 @@ class RunSummary:
         rows = [head, "-" * len(head)]
         rows += [_row(mask_secrets(k), s) for k, s in sorted(self.per_stream.items())]
         rows.append(_row("total", self))
+        if self.decode_errors or self.detector_fallbacks:
+            rows.append(
+                f"corrupt packets/frames skipped: {self.decode_errors}; "
+                f"detection batches retried frame by frame: {self.detector_fallbacks}"
+            )
         if self.identities:
-            named = ", ".join(f"{mask_secrets(k)}={v or 'unknown'}" for k, v in sorted(self.identities.items()))
+            named = ", ".join(f"{mask_secrets(str(k))}={v or 'unknown'}" for k, v in sorted(self.identities.items()))
             rows.append(f"identities: {named}")
         return "\n".join(rows)
 

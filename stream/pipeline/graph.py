@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from stream.errors import UserError
-from stream.pipeline.batcher import Batcher, DetectFn, detect_batch
+from stream.errors import PipelineError, UserError
+from stream.faces.models import FaceDetector
+from stream.pipeline.batcher import Batcher, detect_batch
 from stream.pipeline.channels import Channel, Stopped
 from stream.pipeline.inbox import FileInbox, Inbox, LiveInbox
 from stream.pipeline.messages import Annotated, Detected, EndOfStream
@@ -25,37 +27,46 @@ from stream.types import Event, EventKind, Frame
 
 log = logging.getLogger(__name__)
 
-JOIN_TIMEOUT_S = 5.0
-
-
-class PipelineError(RuntimeError):
-    """A stage failed; ``stage`` names it and ``__cause__`` is the original exception."""
-
-    def __init__(self, stage: str, error: BaseException) -> None:
-        super().__init__(f"{stage} stage failed: {type(error).__name__}: {error}")
-        self.stage = stage
+JOIN_TIMEOUT_S = 4.0  # Ctrl-C promises finished outputs within 5 s: the joins get 4, exit needs the rest
 
 
 @dataclass
 class StreamCounters:
-    """Per-stream counts, each written by one thread only."""
+    """Per-stream counts, each written by one thread only (others read them: ints are atomic)."""
 
     frames_in: int = 0  # source thread
     reconnects: int = 0  # source thread
-    decode_errors: int = 0  # source thread
+    decode_errors: int = 0  # source thread: corrupt packets/frames the source skipped
     frames_out: int = 0  # output thread
-    ended: bool = False  # output thread
+    ended: bool = False  # output thread: the stream's end marker went through every output
 
 
 @dataclass
 class Counters:
     streams: dict[str, StreamCounters] = field(default_factory=dict)
-    embeddings: int = 0
+    embeddings: int = 0  # recognition thread
+    detector_fallbacks: int = 0  # detection thread: batches retried frame by frame
     started_at: float = field(default_factory=time.monotonic)
 
 
-class OutputStage:
-    """What the output thread drives (implemented in stream.pipeline.outputs)."""
+class StageThread(threading.Thread):
+    """A pipeline stage's thread (daemon): see ``stage_threads_alive``."""
+
+
+def stage_threads_alive() -> list[str]:
+    """Names of stage threads still running, e.g. a detector call that outlived the stop budget.
+
+    The process should then end with ``os._exit``: interpreter teardown under a thread that is inside
+    torch's C++ code can abort the process ("terminate called without an active exception").
+    """
+    return [t.name for t in threading.enumerate() if isinstance(t, StageThread) and t.is_alive()]
+
+
+class OutputStage(Protocol):
+    """What the output thread drives (``stream.pipeline.writers.OutputWriters``; tests pass fakes).
+
+    Called from the output thread only; ``close`` is called once, last, even after an error.
+    """
 
     def frame(self, item: Annotated) -> None: ...
     def events(self, events: Sequence[Event]) -> None: ...
@@ -75,7 +86,7 @@ class Pipeline:
     def __init__(
         self,
         sources: Sequence[FrameSource],
-        detect: DetectFn,
+        detector: FaceDetector,
         recogniser: Recogniser,
         output: OutputStage,
         settings: PipelineSettings,
@@ -84,7 +95,7 @@ class Pipeline:
     ) -> None:
         """``live`` names the streams that drop at the door (default: the sources that say is_live)."""
         self._sources = list(sources)
-        self._detect = detect
+        self._detector = detector
         self._recogniser = recogniser
         self._output = output
         self._settings = settings
@@ -129,7 +140,7 @@ class Pipeline:
         return self.counters
 
     def _thread(self, name: str, target: Callable[..., None], *args: object) -> threading.Thread:
-        return threading.Thread(target=self._guard, args=(name, target, *args), name=name, daemon=True)
+        return StageThread(target=self._guard, args=(name, target, *args), name=name, daemon=True)
 
     def _guard(self, name: str, target: Callable[..., None], *args: object) -> None:
         try:
@@ -152,8 +163,9 @@ class Pipeline:
 
     @staticmethod
     def _join(threads: list[threading.Thread], timeout: float) -> None:
+        """Join within ``timeout`` in all, the output thread first: it finishes the files."""
         deadline = time.monotonic() + timeout
-        for thread in threads:
+        for thread in [threads[-1], *threads[:-1]]:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
@@ -171,13 +183,14 @@ class Pipeline:
                 counters.reconnects += item.kind == "up" and item.epoch > 0
                 return not self.stop.is_set()
             counters.frames_in += 1
+            counters.decode_errors = source.decode_errors
             inbox.offer(item, self.stop)
             return not self.stop.is_set() and (limit is None or counters.frames_in < limit)
 
         try:
-            stats = source.run(emit, self.stop)
-            counters.decode_errors = stats.decode_errors_skipped
+            source.run(emit, self.stop)
         finally:
+            counters.decode_errors = source.decode_errors
             if not self.stop.is_set():
                 inbox.close(self.stop)
 
@@ -187,7 +200,9 @@ class Pipeline:
         while not batcher.finished:
             batch = batcher.collect(self.stop)
             if batch:
-                self._detected.put(detect_batch(batch, self._detect, batcher.needs_detection), self.stop)
+                detected = detect_batch(batch, self._detector.detect, batcher.needs_detection)
+                self.counters.detector_fallbacks = self._detector.batch_fallbacks
+                self._detected.put(detected, self.stop)
 
     def _recognise_loop(self) -> None:
         open_streams = len(self._sources)

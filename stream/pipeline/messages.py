@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.types import Event, FaceDetections, Frame
+from stream.types import Event, FaceDetections, Frame, TrackKey
 from trackers import TrackSnapshot
 
 
@@ -43,4 +43,4 @@ class Annotated:
     frame: Frame
     labels: tuple[TrackLabel, ...]
     events: tuple[Event, ...]
-    snapshots: tuple[tuple[int, np.ndarray], ...] = ()  # (track_id, best crop) for newly named tracks
+    snapshots: tuple[tuple[TrackKey, np.ndarray], ...] = ()  # (track, best crop) for newly named tracks

@@ -8,7 +8,7 @@ one call, synchronously, so a file gives the same events on every run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -105,38 +105,35 @@ class Recogniser:
         for snap in snaps:
             events += self._lifecycle(frame, state, snap)
             if snap.state is TrackState.CONFIRMED and snap.matched and snap.landmarks is not None:
-                self._offer(frame, state, snap)
+                self._offer(frame, state, snap, snap.landmarks)
         return [s for s in snaps if s.state in (TrackState.CONFIRMED, TrackState.LOST)], events
 
     def _lifecycle(self, frame: Frame, state: _StreamState, snap: TrackSnapshot) -> list[Event]:
         key = TrackKey(frame.stream_id, state.epoch, snap.track_id)
         if snap.state is TrackState.CONFIRMED and snap.track_id not in state.started:
             state.started.add(snap.track_id)
-            started = Event(
-                frame.pts_s, frame.stream_id, EventKind.TRACK_STARTED, snap.track_id, None, float(snap.score)
-            )
-            return [_tagged(started, state.epoch)]
+            return [Event.of_track(frame.pts_s, EventKind.TRACK_STARTED, key, None, float(snap.score))]
         if snap.state is TrackState.REMOVED and snap.track_id in state.started:
-            return [self._end_track(frame.stream_id, state, key, frame.pts_s)]
+            return [self._end_track(state, key, frame.pts_s)]
         return []
 
-    def _end_track(self, stream_id: str, state: _StreamState, key: TrackKey, ts: float) -> Event:
+    def _end_track(self, state: _StreamState, key: TrackKey, ts: float) -> Event:
         identity = self._voter.end(key)
         state.selector.end(key)
         state.started.discard(key.track_id)
         state.best.pop(key.track_id, None)
         state.quality.pop(key.track_id, None)
         score = identity.confidence if identity.person else None
-        return _tagged(Event(ts, stream_id, EventKind.TRACK_ENDED, key.track_id, identity.person, score), key.epoch)
+        return Event.of_track(ts, EventKind.TRACK_ENDED, key, identity.person, score)
 
     def _end_all(self, stream_id: str, state: _StreamState, ts: float) -> list[Event]:
         keys = [TrackKey(stream_id, state.epoch, tid) for tid in sorted(state.started)]
-        return [self._end_track(stream_id, state, key, ts) for key in keys]
+        return [self._end_track(state, key, ts) for key in keys]
 
     # ------------------------------------------------------------ best shots and identity
 
-    def _offer(self, frame: Frame, state: _StreamState, snap: TrackSnapshot) -> None:
-        image, box, points = frame.image, snap.box, snap.landmarks
+    def _offer(self, frame: Frame, state: _StreamState, snap: TrackSnapshot, points: np.ndarray) -> None:
+        image, box = frame.image, snap.box
         aligned = warp_to_template(image, points)
         quality = crop_quality(box, snap.score, points, image.shape[:2], aligned, self._min_face_px)
         state.quality[snap.track_id] = quality.score
@@ -166,8 +163,7 @@ class Recogniser:
         for crop, vector, norm in zip(crops, vectors, norms, strict=True):
             embedding = Embedding(vector, float(norm), self._embedder.model_id)
             events.setdefault(crop.track.stream_id, []).extend(
-                _tagged(e, crop.track.epoch)
-                for e in self._voter.add(crop.track, embedding, last_t[crop.track.stream_id])
+                self._voter.add(crop.track, embedding, last_t[crop.track.stream_id])
             )
         return events
 
@@ -179,13 +175,8 @@ class Recogniser:
             score = identity.confidence if identity.person else None
             labels.append(TrackLabel(snap, identity.person, score, state.quality.get(snap.track_id)))
         named = tuple(
-            (e.track_id, state.best[e.track_id][1])
+            (e.track, state.best[e.track.track_id][1])
             for e in events
-            if e.kind is EventKind.IDENTITY_ASSIGNED and e.track_id in state.best
+            if e.kind is EventKind.IDENTITY_ASSIGNED and e.track is not None and e.track.track_id in state.best
         )
         return Annotated(frame, tuple(labels), tuple(events), named)
-
-
-def _tagged(event: Event, epoch: int) -> Event:
-    """The event with the stream epoch in its extra fields (track IDs restart after a reconnect)."""
-    return replace(event, extra=(*event.extra, ("epoch", epoch)))

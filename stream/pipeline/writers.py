@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
+import numpy as np
 from tqdm import tqdm
 
-from stream.config import OutputsConfig, StreamConfig
+from stream.closing import close_quietly
 from stream.outputs.events import EventSink
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
@@ -24,11 +26,10 @@ from stream.outputs.overlay import TrackView, draw_overlay
 from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
-from stream.pipeline.messages import Annotated
-from stream.types import Event, EventKind
+from stream.pipeline.messages import Annotated, TrackLabel
+from stream.types import Event, EventKind, TrackKey
 
 if TYPE_CHECKING:
-    from stream.app import RunOptions
     from stream.pipeline.graph import Counters, Pipeline
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OutputPaths:
+    """Where each output goes (None: not written); planned by the app from config and options."""
+
     videos: dict[str, Path | None]
     mot: dict[str, Path | None]
     jsonl: Path | None
@@ -43,28 +46,13 @@ class OutputPaths:
     snapshots: Path | None
     summary: Path | None
 
-    @classmethod
-    def for_streams(cls, cfg: OutputsConfig, streams: Sequence[StreamConfig], options: RunOptions) -> OutputPaths:
-        names = [s.name for s in streams]
-        single = len(names) == 1
-        if options.output is not None:
-            videos = {n: options.output if single else options.output / f"{n}.mp4" for n in names}
-        else:
-            videos = {n: (cfg.dir / f"{n}.mp4" if cfg.annotated_video else None) for n in names}
-        tracks = options.tracks_out
-        mot = {
-            n: None if tracks is None else (tracks if single else tracks.with_name(f"{tracks.stem}_{n}{tracks.suffix}"))
-            for n in names
-        }
-        jsonl = options.events or (cfg.dir / "events.jsonl" if cfg.events_jsonl else None)
-        return cls(
-            videos=videos,
-            mot=mot,
-            jsonl=jsonl,
-            sqlite=cfg.dir / "events.db" if cfg.events_sqlite else None,
-            snapshots=cfg.dir / "snapshots" if cfg.snapshots else None,
-            summary=options.summary,
-        )
+
+@dataclass(frozen=True)
+class _Seen:
+    frames_in: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    decode_errors: int = 0
 
 
 @dataclass
@@ -72,7 +60,6 @@ class _StreamOut:
     video: VideoWriter | None = None
     mot: MotWriter | None = None
     latencies: list[float] = field(default_factory=list)
-    first_ts: dict[str, float] = field(default_factory=dict)
     resized: bool = False  # a frame of another size than the video's was letterboxed (warned once)
 
 
@@ -96,13 +83,14 @@ class OutputWriters:
         self._sink = EventSink(paths.jsonl, paths.sqlite) if paths.jsonl or paths.sqlite else None
         self.metrics = Metrics()
         self._server: MetricsServer | None = self.metrics.serve(metrics_port) if metrics_port else None
-        self.identities: dict[str, str | None] = {}
-        self.tracks: set[str] = set()
-        self.events_written = 0
-        self._snapshot_paths: dict[str, Path] = {}
+        self.identities: dict[TrackKey, str | None] = {}
+        self.tracks: set[TrackKey] = set()
+        self._started: dict[TrackKey, float] = {}  # open tracks: their track_started time
+        self._snapshot_paths: dict[TrackKey, Path] = {}
         self._pipeline: Pipeline | None = None
         self._progress = tqdm(unit="frame", desc="processed", disable=not progress, leave=False)
-        self._seen: dict[str, tuple[int, int, int]] = {}  # stream -> (frames_in, dropped, reconnects) reported
+        self._seen: dict[str, _Seen] = {}  # per stream: the counts already reported as metrics
+        self._fallbacks_seen = 0
 
     def watch(self, pipeline: Pipeline) -> None:
         """Report this pipeline's counters and queue depths as metrics (read from the output thread)."""
@@ -114,20 +102,17 @@ class OutputWriters:
         frame = item.frame
         out = self._stream(frame.stream_id)
         self.events(item.events)
-        for track_id, crop in item.snapshots:
-            self._snapshot(frame.stream_id, frame.epoch, track_id, crop)
+        for key, crop in item.snapshots:
+            self._snapshot(key, crop)
         views = [_view(label) for label in item.labels]
-        for label in item.labels:
-            key = _track_key(frame.stream_id, frame.epoch, label.snapshot.track_id)
-            out.first_ts.setdefault(key, frame.pts_s)
-            self.tracks.add(key)
         if self._paths.videos.get(frame.stream_id) is not None or self._display:
             image = draw_overlay(frame.image, views, stream_label=frame.stream_id)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
-        if self._paths.mot.get(frame.stream_id) is not None:
-            out.mot = out.mot or MotWriter(self._paths.mot[frame.stream_id])
-            out.mot.write(frame.index, [label.snapshot for label in item.labels])
+        mot_path = self._paths.mot.get(frame.stream_id)
+        if mot_path is not None:
+            out.mot = out.mot or MotWriter(mot_path)
+            out.mot.write(frame.index, frame.epoch, [label.snapshot for label in item.labels])
         latency = time.monotonic() - frame.captured_at
         out.latencies.append(latency)
         self.metrics.frames_processed(frame.stream_id)
@@ -137,29 +122,33 @@ class OutputWriters:
 
     def events(self, events: Sequence[Event]) -> None:
         for event in events:
-            epoch = int(dict(event.extra).get("epoch", 0))
-            key = _track_key(event.stream, epoch, event.track_id)
-            if event.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED):
-                self.identities[key] = event.person
-            if event.kind is EventKind.TRACK_ENDED:
-                self.identities.setdefault(key, event.person)
             if self._sink is not None:
                 self._sink.write(event)
-                if event.kind is EventKind.TRACK_ENDED and event.track_id is not None:
-                    first = self._streams.get(event.stream, _StreamOut()).first_ts.get(event.track_id, event.ts)
-                    snapshot = self._snapshot_paths.get(key)
-                    self._sink.track_update(
-                        event.stream, event.track_id, first, event.ts, event.person, event.score, snapshot
-                    )
-            self.events_written += 1
+            if event.track is not None:
+                self._track_event(event.track, event)
         if events and self._sink is not None:
             self._sink.flush()
 
+    def _track_event(self, key: TrackKey, event: Event) -> None:
+        """Follow a track from its start to its end: the summary's identities, the tracks table row."""
+        if event.kind is EventKind.TRACK_STARTED:
+            self.tracks.add(key)
+            self._started[key] = event.ts
+        elif event.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED):
+            self.identities[key] = event.person
+        elif event.kind is EventKind.TRACK_ENDED:
+            self.tracks.add(key)
+            self.identities.setdefault(key, event.person)
+            first = self._started.pop(key, event.ts)
+            snapshot = self._snapshot_paths.pop(key, None)
+            if self._sink is not None:
+                self._sink.track_update(key, first, event.ts, event.person, event.score, snapshot)
+
     def end_stream(self, stream_id: str) -> None:
         out = self._streams.get(stream_id)
-        if out is not None:
-            _close_quietly(out.video)
-            _close_quietly(out.mot)
+        if out is not None:  # one stream's broken output must not stop closing the others
+            close_quietly(out.video, f"video of {stream_id}", level=logging.ERROR)
+            close_quietly(out.mot, f"MOT file of {stream_id}", level=logging.ERROR)
             out.video = out.mot = None
 
     def close(self) -> None:
@@ -171,8 +160,6 @@ class OutputWriters:
         if self._server is not None:
             self._server.shutdown()
         if self._display:
-            import cv2
-
             cv2.destroyAllWindows()
 
     # ------------------------------------------------------------ helpers
@@ -185,13 +172,17 @@ class OutputWriters:
         if self._pipeline is None:
             return
         c = self._pipeline.counters.streams[stream_id]
-        now = (c.frames_in, self._pipeline.dropped().get(stream_id, 0), c.reconnects)
-        before = self._seen.get(stream_id, (0, 0, 0))
-        self.metrics.frames_in(stream_id, now[0] - before[0])
-        self.metrics.frames_dropped(stream_id, now[1] - before[1])
-        for _ in range(now[2] - before[2]):
+        now = _Seen(c.frames_in, self._pipeline.dropped().get(stream_id, 0), c.reconnects, c.decode_errors)
+        before = self._seen.get(stream_id, _Seen())
+        self.metrics.frames_in(stream_id, now.frames_in - before.frames_in)
+        self.metrics.frames_dropped(stream_id, now.dropped - before.dropped)
+        self.metrics.decode_errors(stream_id, now.decode_errors - before.decode_errors)
+        for _ in range(now.reconnects - before.reconnects):
             self.metrics.reconnect(stream_id)
         self._seen[stream_id] = now
+        fallbacks = self._pipeline.counters.detector_fallbacks
+        self.metrics.detector_fallbacks(fallbacks - self._fallbacks_seen)
+        self._fallbacks_seen = fallbacks
         for queue, depth in self._pipeline.queue_depths().items():
             self.metrics.set_queue_depth(queue, depth)
 
@@ -204,7 +195,7 @@ class OutputWriters:
             return
         if out.video is None:
             fps, (height, width) = self._fps.get(stream_id) or 25.0, image.shape[:2]
-            out.video = VideoWriter(path, fps, width, height, self._video.crf, self._video.preset)
+            out.video = VideoWriter(path, fps, width, height, self._video)
         size = (out.video.width, out.video.height)
         if (image.shape[1], image.shape[0]) != size:
             # The stream changed resolution mid-way (a camera reconfigured, a folder of mixed images):
@@ -223,45 +214,23 @@ class OutputWriters:
             image = _letterbox(image, *size)
         out.video.write(image)
 
-    def _snapshot(self, stream_id: str, epoch: int, track_id: int, crop: Any) -> None:
-        if self._paths.snapshots is None:
-            return
-        self._snapshot_paths[_track_key(stream_id, epoch, track_id)] = save_snapshot(
-            self._paths.snapshots, stream_id, track_id, epoch, crop
-        )
+    def _snapshot(self, key: TrackKey, crop: np.ndarray) -> None:
+        if self._paths.snapshots is not None:
+            self._snapshot_paths[key] = save_snapshot(self._paths.snapshots, key, crop)
 
     def _show(self, stream_id: str, image: Any) -> None:
         if self._display:
-            import cv2
-
             cv2.imshow(stream_id, image)
             cv2.waitKey(1)
 
 
-def _track_key(stream: str, epoch: int, track_id: int | None) -> str:
-    """A track's label in summaries: stream:id, with #epoch after a reconnect."""
-    return f"{stream}:{track_id}" if epoch == 0 else f"{stream}#{epoch}:{track_id}"
-
-
-def _view(label: Any) -> TrackView:
+def _view(label: TrackLabel) -> TrackView:
     snap = label.snapshot
     return TrackView(snap.track_id, snap.box, label.person, label.score, label.quality, snap.state.value)
 
 
-def _close_quietly(writer: Any) -> None:
-    if writer is None:
-        return
-    try:
-        writer.close()
-    except Exception as exc:  # one stream's broken output must not stop closing the others
-        log.error("closing %s failed: %s", getattr(writer, "path", writer), exc)
-
-
-def _letterbox(image: Any, width: int, height: int) -> Any:
+def _letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``image`` scaled to fit ``width``x``height`` (aspect kept), centred on black."""
-    import cv2
-    import numpy as np
-
     scale = min(width / image.shape[1], height / image.shape[0])
     w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
     canvas = np.zeros((height, width, 3), np.uint8)
@@ -286,11 +255,12 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
             frames_processed=c.frames_out,
             frames_dropped=dropped.get(name, 0),
             fps=round(c.frames_out / elapsed, 2),
-            tracks=sum(1 for t in writers.tracks if t.split(":")[0].split("#")[0] == name),
-            identities={k: v for k, v in writers.identities.items() if k.split(":")[0].split("#")[0] == name},
+            tracks=sum(1 for key in writers.tracks if key.stream_id == name),
+            identities={key: v for key, v in writers.identities.items() if key.stream_id == name},
             reconnects=c.reconnects,
             latency_p50_ms=p50,
             latency_p95_ms=p95,
+            decode_errors=c.decode_errors,
         )
     all_latencies = [x for name in counters.streams for x in writers.latencies(name)]
     p50, p95 = latency_percentiles_ms(all_latencies)
@@ -305,4 +275,6 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         per_stream=per_stream,
+        decode_errors=sum(s.decode_errors for s in per_stream.values()),
+        detector_fallbacks=counters.detector_fallbacks,
     )

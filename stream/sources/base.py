@@ -89,6 +89,16 @@ Emit = Callable[[Frame | SourceStatus], bool]
 class FrameSource(abc.ABC):
     """One video input. Construction validates (and fails loudly); ``run`` does the reading."""
 
+    _decode_errors = 0
+
+    @property
+    def decode_errors(self) -> int:
+        """Corrupt packets/frames skipped so far, over every ``run`` (written by the reading thread)."""
+        return self._decode_errors
+
+    def _count_decode_error(self) -> None:
+        self._decode_errors += 1
+
     @property
     @abc.abstractmethod
     def stream_id(self) -> str: ...

@@ -108,6 +108,7 @@ class VideoFileSource(FrameSource):
 
         def skip(exc: Exception) -> None:
             counts.errors += 1
+            self._count_decode_error()
             log.debug("%s: %s: skipped corrupt data (%s)", self._stream_id, self._name, _av.describe(exc))
 
         frames = _av.decode_frames(container, stream, skip, demux_retries=DEMUX_RETRIES)
@@ -183,7 +184,7 @@ class ImageFolderSource(FrameSource):
     """A folder of images (jpg, jpeg, png, bmp, webp) in natural name order, ``fps`` apart.
 
     Files that are not images (by extension or content) are skipped with a warning and
-    counted in ``files_skipped``.
+    counted in ``files_skipped``; image files that cannot be read also count as decode errors.
     """
 
     def __init__(self, stream_id: str, folder: str | Path, fps: float = DEFAULT_FPS) -> None:
@@ -225,8 +226,9 @@ class ImageFolderSource(FrameSource):
                 break
             try:
                 image = read_bgr(path)
-            except ImageReadError as exc:
+            except ImageReadError as exc:  # a corrupt frame of this "video"
                 counts.skipped_files += 1
+                self._count_decode_error()
                 log.warning("%s: skipping %s", self._stream_id, exc)
                 continue
             frame = Frame(self._stream_id, counts.frames, 0, counts.frames / self._fps, time.monotonic(), image)
