@@ -3,7 +3,7 @@
 
 import sys
 
-from stream.cli import main
+from stream.cli import leave, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leave(main()))

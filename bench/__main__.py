@@ -37,18 +37,21 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import psutil
 import torch
 import yaml
+
+from stream.config import AppConfig
+from stream.faces.embedder import Embedder
+from stream.faces.models import FaceDetector, ModelOverrides, Models, build_models
+from stream.types import FaceDetections
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ADAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -59,9 +62,7 @@ NAMED_CLIPS = ("720p", "demo", "otb-david")
 RESULTS = REPO / "bench/results"
 README = REPO / "README.md"
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
-MODEL_ARGS = argparse.Namespace(
-    model=None, arch=None, checkpoint=None, device=None, batch_size=None, strict_model=False
-)
+MODEL_OVERRIDES = ModelOverrides()
 
 
 # ---------------------------------------------------------------- measuring helpers
@@ -103,6 +104,9 @@ class StageClock:
     calls: int = 0
     items: int = 0
 
+    def reset(self) -> None:
+        self.seconds, self.calls, self.items = 0.0, 0, 0
+
     def wrap(self, fn: Callable[..., Any], count: Callable[[Any], int]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
@@ -115,15 +119,35 @@ class StageClock:
         return timed
 
 
-class _Proxy:
-    """Delegates every attribute to ``inner`` except the ones set on the proxy."""
+class TimedDetector:
+    """A ``FaceDetector`` that counts the time and faces of the detector it wraps."""
 
-    def __init__(self, inner: object, **override: Any) -> None:
+    def __init__(self, inner: FaceDetector, clock: StageClock) -> None:
         self._inner = inner
-        self.__dict__.update(override)
+        self._detect = clock.wrap(inner.detect, _faces_in_batch)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    @property
+    def batch_fallbacks(self) -> int:
+        return self._inner.batch_fallbacks
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[FaceDetections]:
+        out: list[FaceDetections] = self._detect(frames)
+        return out
+
+    def detect_one(self, image: np.ndarray) -> FaceDetections:
+        return self._inner.detect_one(image)
+
+
+class TimedEmbedder:
+    """An ``Embedder`` that counts the time and crops of the embedder it wraps."""
+
+    def __init__(self, inner: Embedder, clock: StageClock) -> None:
+        self.crop_size, self.crop_kind, self.model_id = inner.crop_size, inner.crop_kind, inner.model_id
+        self._embed = clock.wrap(inner.embed, _rows)
+
+    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out: tuple[np.ndarray, np.ndarray] = self._embed(crops)
+        return out
 
 
 @dataclass
@@ -132,20 +156,12 @@ class Clocks:
     embed: StageClock = field(default_factory=StageClock)
 
 
-@contextmanager
-def timed_models(clocks: Clocks) -> Iterator[None]:
-    """While active, ``stream.app.build_models`` returns a detector and embedder that count time."""
-    import stream.app
-    from stream.commands.models import Models, build_models
-
-    def build(config: Any, args: argparse.Namespace) -> Models:
-        models = build_models(config, args)
-        detector = _Proxy(models.detector, detect=clocks.detect.wrap(models.detector.detect, _faces_in_batch))
-        embedder = _Proxy(models.embedder, embed=clocks.embed.wrap(models.embedder.embed, _rows))
-        return Models(detector, embedder, models.batch_size)
-
-    with mock.patch.object(stream.app, "build_models", build):
-        yield
+def timed_models(config: AppConfig, clocks: Clocks) -> Models:
+    """The app's detector and embedder, wrapped to count their time into ``clocks``."""
+    models = build_models(config, MODEL_OVERRIDES)
+    return Models(
+        TimedDetector(models.detector, clocks.detect), TimedEmbedder(models.embedder, clocks.embed), models.batch_size
+    )
 
 
 def _faces_in_batch(out: list[Any]) -> int:
@@ -285,9 +301,8 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
     threads = set_threads(config.runtime.torch_threads)
     clocks = Clocks()
     options = RunOptions(sources=sources, gallery=gallery, max_frames=max_frames)
-    with timed_models(clocks):
-        app = build_app(config, options, MODEL_ARGS)
-    clocks.embed.__init__()  # forget gallery enrollment (the wrapper keeps this object)
+    app = build_app(config, options, models=timed_models(config, clocks))
+    clocks.embed.reset()  # forget gallery enrollment (the wrapper keeps this object)
     _cuda_reset()
     with PeakRss() as rss:
         start = time.perf_counter()
@@ -327,18 +342,17 @@ def run_naive(config: Any, clip: Path, gallery: Path | None, max_frames: int | N
     from facenet_pytorch import MTCNN
 
     from stream.app import build_matcher
-    from stream.commands.models import build_models
     from stream.config import StreamConfig
     from stream.faces.embedder import resolve_device
     from stream.faces.still import crop_faces
     from stream.sources import open_source
 
     threads = set_threads(config.runtime.torch_threads)
-    models = build_models(config, MODEL_ARGS)
+    models = build_models(config, MODEL_OVERRIDES)
     matcher = build_matcher(models, config, gallery or config.gallery.dir)
     mtcnn = MTCNN(device=resolve_device(config.detection.device))
     source = open_source(StreamConfig(name="naive", path=clip.resolve(), mode="file"))
-    clocks, latencies, names = Clocks(), [], set()
+    clocks, latencies, names = Clocks(), [], set[str]()
     detect = clocks.detect.wrap(lambda rgb: _stock_detect(mtcnn, rgb), len)
     embed = clocks.embed.wrap(models.embedder.embed, _rows)
     warm = [False]
@@ -382,7 +396,6 @@ def run_naive(config: Any, clip: Path, gallery: Path | None, max_frames: int | N
 
 
 def _stock_detect(mtcnn: Any, rgb: np.ndarray) -> Any:
-    from stream.types import FaceDetections
 
     boxes, probs, points = mtcnn.detect(rgb, landmarks=True)
     if boxes is None:

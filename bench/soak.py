@@ -101,17 +101,12 @@ def _config(workdir: Path, config_path: Path | None):
     return config.model_copy(update={"outputs": outputs, "streams": ()})
 
 
-def _model_args(device: str) -> argparse.Namespace:
-    return argparse.Namespace(
-        model=None, arch=None, checkpoint=None, device=device, batch_size=None, strict_model=False
-    )
-
-
 def soak(
     minutes: float, interval_s: float, warmup_s: float = WARMUP_S, config_path: Path | None = None, device: str = "cpu"
 ) -> dict:
     from stream.app import RunOptions, build_app
     from stream.demo import prepare_demo
+    from stream.faces.models import ModelOverrides
 
     proc = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
@@ -120,7 +115,7 @@ def soak(
         url = f"lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime"
         config = _config(workdir, config_path)
         options = RunOptions(sources=(url,), gallery=gallery, output=workdir / "soak.mp4")
-        app = build_app(config, options, _model_args(device))
+        app = build_app(config, options, ModelOverrides(device=device))
         result: dict = {}
 
         def run() -> None:

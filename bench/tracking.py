@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -57,7 +58,7 @@ class Counts:
     best_shot_no_floor: int = 0  # the same selection with min_quality=0 (every track gets embedded)
     embedded_tracks_no_floor: set[int] = field(default_factory=set)
     max_faces_in_frame: int = 0
-    per_track: dict[int, dict[str, object]] = field(default_factory=dict)
+    per_track: dict[int, dict[str, Any]] = field(default_factory=dict)
     detect_s: float = 0.0
     track_and_select_s: float = 0.0
 

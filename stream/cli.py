@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream.config import AppConfig, ConfigError, load_config, reference_rows, to_masked_yaml
-from stream.errors import UserError
+from stream.errors import PipelineError, UserError
 from stream.faces.embedder import ModelUnavailableError
 from stream.logs import mask_secrets, setup_logging
 
 if TYPE_CHECKING:
-    from stream.commands.models import Models
+    from stream.faces.models import Models
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_CONFIG = Path("config.yaml")
@@ -119,6 +120,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.app import RunOptions, run_app
+    from stream.commands.models import model_overrides
 
     config = read_config(args.config)
     setup_logging(config.runtime.log_level)
@@ -136,25 +138,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         metrics_port=args.metrics_port or config.runtime.metrics_port,
     )
-    summary = run_app(config, options, args)
+    summary = run_app(config, options, model_overrides(args))
     print(summary.table())
     return EXIT_OK
 
 
 def _models(args: argparse.Namespace) -> tuple[AppConfig, Models]:
-    from stream.commands.models import build_models
+    from stream.commands.models import model_overrides
+    from stream.faces.models import build_models
 
     config = read_config(args.config)
     setup_logging(config.runtime.log_level)
     _set_torch_threads(config.runtime.torch_threads)
-    return config, build_models(config, args)
+    return config, build_models(config, model_overrides(args))
 
 
 def _set_torch_threads(count: int) -> None:
     """0 means half the cores: the pipeline runs several torch stages at once, and on a busy
     2-core machine 2 intra-op threads made MTCNN 10-20x slower than 1 (measured)."""
-    import os
-
     import torch
 
     torch.set_num_threads(count or max(1, (os.cpu_count() or 2) // 2))
@@ -277,17 +278,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
 
 
+def leave(code: int) -> int:
+    """``code``, or, when a pipeline stage thread is still running (stuck in a long native call after
+    the stop budget), end the process now with ``code``: tearing the interpreter down under a thread
+    inside torch's C++ code can abort it. For the process entry point only (it never returns then)."""
+    graph = sys.modules.get("stream.pipeline.graph")
+    stuck = graph.stage_threads_alive() if graph is not None else []
+    if stuck:
+        log.warning("ending now: stage threads still busy (%s)", ", ".join(stuck))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except (ConfigError, UserError, ModelUnavailableError) as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except RuntimeError as exc:
-        from stream.pipeline.graph import PipelineError
-
-        if not isinstance(exc, PipelineError):
-            raise
+    except PipelineError as exc:
         user_mistake = isinstance(exc.__cause__, UserError)
         print(f"error: {mask_secrets(str(exc.__cause__) if user_mistake else str(exc))}", file=sys.stderr)
         return EXIT_USAGE if user_mistake else EXIT_FAILURE

@@ -14,9 +14,9 @@ import pytest
 from stream.commands import calibrate, identify
 from stream.commands.calibrate import gallery_scores, read_pairs, run_calibrate
 from stream.commands.identify import JSON_KEYS, format_identities, load_gallery, run_identify
-from stream.commands.models import Models, build_models
 from stream.config import AppConfig
 from stream.errors import UserError
+from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.calibration import calibrate as calibrate_scores
 from stream.identity.calibration import gallery_pair_scores
 from stream.identity.gallery import Gallery
@@ -28,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def models() -> Models:
-    args = argparse.Namespace(model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False)
+    args = ModelOverrides(device="cpu")
     return build_models(AppConfig().resolve_paths(REPO), args)
 
 

@@ -3,7 +3,6 @@ embedder find Eileen Collins (enrolled) and not Grace Hopper (unknown) in it."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
@@ -12,10 +11,10 @@ import numpy as np
 import pytest
 
 from stream import demo
-from stream.commands.models import Models, model_choice
 from stream.config import AppConfig
 from stream.demo import EILEEN, HOPPER, Placement, make_demo_clip, make_demo_gallery, prepare_demo, scene
-from stream.faces.embedder import build_embedder, default_threshold
+from stream.faces.embedder import default_threshold
+from stream.faces.models import ModelOverrides, Models, build_embedder, model_choice
 from stream.faces.still import crop_faces, embed_stack
 from stream.identity.gallery import Gallery, enroll
 from stream.types import FaceDetections
@@ -51,7 +50,7 @@ def models() -> Models:
     from stream.faces.detector import DetectorSettings, MtcnnDetector
 
     config = AppConfig().resolve_paths(REPO)
-    args = argparse.Namespace(model=None, arch=None, checkpoint=None, strict_model=False)
+    args = ModelOverrides()
     embedder = build_embedder(model_choice(config, args), config.recognition.checkpoints_dir, device="cpu")
     return Models(MtcnnDetector(DetectorSettings(detect_width=640)), embedder, batch_size=8)
 

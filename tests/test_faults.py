@@ -19,7 +19,6 @@ Decisions documented here:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -31,9 +30,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -41,7 +41,10 @@ import numpy as np
 import pytest
 
 from stream.app import App, RunOptions, build_app
-from stream.config import parse_config
+from stream.config import AppConfig, parse_config
+from stream.faces.embedder import Embedder
+from stream.faces.models import FaceDetector, ModelOverrides, Models, build_models
+from stream.types import FaceDetections
 from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text
 
 SERVER = REPO / "scripts" / "rtsp_server.py"
@@ -50,12 +53,45 @@ SERVER = REPO / "scripts" / "rtsp_server.py"
 # ---------------------------------------------------------------- helpers
 
 
-def _build(tmp_path: Path, **options: object) -> App:
-    config = parse_config(app_config_text(tmp_path)).resolve_paths(tmp_path)
-    model_args = argparse.Namespace(
-        model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False
-    )
-    return build_app(config, RunOptions(**options), model_args)
+def _config(tmp_path: Path) -> AppConfig:
+    return parse_config(app_config_text(tmp_path)).resolve_paths(tmp_path)
+
+
+def _build(tmp_path: Path, models: Models | None = None, **options: Any) -> App:
+    return build_app(_config(tmp_path), RunOptions(**options), ModelOverrides(device="cpu"), models=models)
+
+
+class _SpyDetector:
+    """The real detector, recording the image shapes of each call and sleeping ``delay_s`` first."""
+
+    def __init__(self, inner: FaceDetector, delay_s: float = 0.0) -> None:
+        self.inner, self.delay_s = inner, delay_s
+        self.shapes_per_call: list[set[tuple[int, ...]]] = []
+
+    @property
+    def batch_fallbacks(self) -> int:
+        return self.inner.batch_fallbacks
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[FaceDetections]:
+        self.shapes_per_call.append({tuple(np.asarray(im).shape) for im in frames})
+        time.sleep(self.delay_s)
+        return self.inner.detect(frames)
+
+    def detect_one(self, image: np.ndarray) -> FaceDetections:
+        return self.inner.detect_one(image)
+
+
+class _SlowEmbedder:
+    """The real embedder, sleeping ``delay_s`` before each batch and counting the calls."""
+
+    def __init__(self, inner: Embedder, delay_s: float) -> None:
+        self.crop_size, self.crop_kind, self.model_id = inner.crop_size, inner.crop_kind, inner.model_id
+        self.inner, self.delay_s, self.calls = inner, delay_s, 0
+
+    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return self.inner.embed(crops)
 
 
 class Running:
@@ -287,16 +323,12 @@ def test_resolution_change_mid_stream(tmp_path: Path) -> None:
         img = np.full((h, w, 3), 60, np.uint8)
         cv2.rectangle(img, (10 + 3 * i, 20), (60 + 3 * i, 80), (255, 255, 255), -1)
         cv2.imwrite(str(folder / f"{i:03d}.png"), img)
-    app = _build(tmp_path, sources=(str(folder),), output=tmp_path / "out.mp4", events=tmp_path / "e.jsonl")
-    shapes_per_call: list[set[tuple[int, ...]]] = []
-    detect = app.pipeline._detect
-
-    def spy(images):
-        shapes_per_call.append({tuple(np.asarray(im).shape) for im in images})
-        return detect(images)
-
-    app.pipeline._detect = spy
+    models = build_models(_config(tmp_path), ModelOverrides(device="cpu"))
+    spy = _SpyDetector(models.detector)
+    models = Models(spy, models.embedder, models.batch_size)
+    app = _build(tmp_path, models, sources=(str(folder),), output=tmp_path / "out.mp4", events=tmp_path / "e.jsonl")
     summary = app.run()
+    shapes_per_call = spy.shapes_per_call
     frames = _decoded_frames(tmp_path / "out.mp4")
     print(f"\n{summary.frames_processed}/24 frames; detector calls {len(shapes_per_call)}; video sizes {set(frames)}")
     assert summary.frames_in == summary.frames_processed == 24
@@ -311,24 +343,14 @@ def test_resolution_change_mid_stream(tmp_path: Path) -> None:
 def test_file_mode_loses_no_frame_with_slow_stages(demo: tuple[Path, Path], tmp_path: Path) -> None:
     clip, gallery = demo
     video = tmp_path / "out.mp4"
-    app = _build(tmp_path, sources=(str(clip),), gallery=gallery, output=video, max_frames=40)
-    detect, embedder = app.pipeline._detect, app.pipeline._recogniser._embedder
-    embed = embedder.embed
-    calls = {"detect": 0, "embed": 0}
-
-    def slow_detect(images):
-        calls["detect"] += 1
-        time.sleep(0.1)
-        return detect(images)
-
-    def slow_embed(crops):
-        calls["embed"] += 1
-        time.sleep(0.2)
-        return embed(crops)
-
-    app.pipeline._detect = slow_detect
-    embedder.embed = slow_embed
+    models = build_models(_config(tmp_path), ModelOverrides(device="cpu"))
+    detector, embedder = _SpyDetector(models.detector, delay_s=0.1), _SlowEmbedder(models.embedder, delay_s=0.2)
+    app = _build(
+        tmp_path, Models(detector, embedder, models.batch_size), sources=(str(clip),), gallery=gallery, output=video,
+        max_frames=40,
+    )  # fmt: skip
     summary = app.run()
+    calls = {"detect": len(detector.shapes_per_call), "embed": embedder.calls}
     print(f"\n{summary.frames_in} in, {summary.frames_processed} out, {summary.frames_dropped} dropped; calls {calls}")
     assert summary.frames_in == summary.frames_processed == 40
     assert summary.frames_dropped == 0

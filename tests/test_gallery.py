@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -15,10 +14,10 @@ import numpy as np
 import pytest
 
 from stream.commands.enroll import run_enroll
-from stream.commands.models import Models, build_models
 from stream.config import AppConfig
 from stream.errors import UserError
 from stream.faces.images import read_bgr
+from stream.faces.models import ModelOverrides, Models, build_models
 from stream.faces.still import crop_faces, largest_face
 from stream.identity.cache import cache_path
 from stream.identity.gallery import Gallery, enroll
@@ -40,7 +39,7 @@ DEEPFACE = "deepface/tests/unit/dataset"
 
 @pytest.fixture(scope="module")
 def models() -> Models:
-    args = argparse.Namespace(model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False)
+    args = ModelOverrides(device="cpu")
     return build_models(AppConfig().resolve_paths(REPO), args)
 
 

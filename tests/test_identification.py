@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,10 +9,10 @@ import numpy as np
 import pytest
 
 from stream.cli import main
-from stream.commands.models import Models, build_models
 from stream.config import AppConfig
 from stream.faces.embedder import default_threshold
 from stream.faces.images import read_bgr
+from stream.faces.models import ModelOverrides, Models, build_models
 from stream.faces.still import crop_faces, largest_face
 from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
@@ -45,7 +44,7 @@ def split(numbers: list[int]) -> tuple[list[int], list[int]]:
 
 @pytest.fixture(scope="module")
 def models() -> Models:
-    args = argparse.Namespace(model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False)
+    args = ModelOverrides(device="cpu")
     return build_models(AppConfig().resolve_paths(REPO), args)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -20,6 +19,7 @@ import numpy as np
 
 from stream.app import RunOptions, build_app
 from stream.config import parse_config
+from stream.faces.models import ModelOverrides
 from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text, shared_file
 
 
@@ -104,10 +104,7 @@ def test_live_latency_stays_flat_while_frames_are_dropped(demo: tuple[Path, Path
     url = f"lavfi:movie={clip}:loop=0,setpts=N/(30*TB),realtime"
     config = parse_config(app_config_text(tmp_path)).resolve_paths(tmp_path)
     options = RunOptions(sources=(url,), gallery=gallery, max_frames=30 * 60)  # 60 s of a 30 fps camera
-    model_args = argparse.Namespace(
-        model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False
-    )
-    app = build_app(config, options, model_args)
+    app = build_app(config, options, ModelOverrides(device="cpu"))
     summary = app.run()
     latencies = np.array(app.writers.latencies("stream0"))
     assert summary.frames_dropped > 0, "processing kept up: the test needs a source faster than the pipeline"

@@ -23,7 +23,6 @@ test reuses those detections.
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.commands.models import Models, build_models
 from stream.config import AppConfig
 from stream.faces.detector import DetectorSettings, MtcnnDetector
 from stream.faces.embedder import default_threshold
 from stream.faces.images import read_bgr
+from stream.faces.models import ModelOverrides, Models, build_models
 from stream.faces.still import crop_faces, largest_face
 from stream.identity.bestshot import BestShotSelector, crop_quality
 from stream.identity.gallery import enroll
@@ -97,7 +96,7 @@ def david(shared_data: Path) -> David:
 
 @pytest.fixture(scope="module")
 def models() -> Models:
-    args = argparse.Namespace(model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False)
+    args = ModelOverrides(device="cpu")
     return build_models(AppConfig().resolve_paths(REPO), args)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -15,10 +14,10 @@ from PIL import Image
 
 from stream.cli import main
 from stream.commands.embed import CSV_COLUMNS, run_embed
-from stream.commands.models import Models, build_models
 from stream.config import AppConfig
-from stream.faces.embedder import ModelUnavailableError, choose_model, default_threshold
+from stream.faces.embedder import ModelUnavailableError, default_threshold
 from stream.faces.images import ImageReadError, read_bgr
+from stream.faces.models import ModelOverrides, Models, build_models, choose_model
 from stream.faces.still import crop_faces, largest_face
 from stream.identity.calibration import accuracy_at, roc_auc
 from tests.conftest import REPO, shared_file
@@ -26,10 +25,8 @@ from tests.conftest import REPO, shared_file
 DEEPFACE = "deepface/tests/unit/dataset"
 
 
-def _args(**overrides: object) -> argparse.Namespace:
-    base = dict(model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False)
-    base.update(overrides)
-    return argparse.Namespace(**base)
+def _args() -> ModelOverrides:
+    return ModelOverrides(device="cpu")
 
 
 @pytest.fixture(scope="module")

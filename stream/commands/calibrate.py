@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from stream.commands.models import Models, largest_face_crop
 from stream.errors import UserError
 from stream.faces.embedder import default_threshold
+from stream.faces.models import Models, largest_face_crop
 from stream.faces.still import embed_stack
 from stream.identity.calibration import Calibration, OperatingPoint, calibrate, gallery_pair_scores
 from stream.identity.matcher import GalleryLike
@@ -301,7 +301,7 @@ def write_plot(path: Path, data: Scores, result: Calibration, model_id: str) -> 
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    bins = np.linspace(min(-0.2, data.scores.min()), 1.0, 61)
+    bins = np.linspace(min(-0.2, float(data.scores.min())), 1.0, 61).tolist()
     ax.hist(data.scores[~data.same], bins=bins, density=True, alpha=0.6, color="tab:red", label="impostor")
     ax.hist(data.scores[data.same], bins=bins, density=True, alpha=0.6, color="tab:green", label="genuine")
     chosen, current = result.at_target.threshold, result.at_current.threshold

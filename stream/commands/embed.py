@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.commands.models import Models
 from stream.errors import UserError
 from stream.faces.images import ImageReadError, list_images, read_bgr
+from stream.faces.models import Models
 from stream.faces.still import FaceCrops, crop_faces
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from stream.commands.models import Models
 from stream.errors import UserError
+from stream.faces.models import Models
 from stream.identity.gallery import Gallery, Rejection, enroll
 from stream.identity.quality import EnrollGates
 

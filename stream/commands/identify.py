@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.commands.models import Models
 from stream.errors import UserError
 from stream.faces.embedder import default_threshold
 from stream.faces.images import ImageReadError, read_bgr
+from stream.faces.models import Models
 from stream.faces.still import crop_faces, embed_stack
 from stream.identity.matcher import GalleryLike, Matcher
 from stream.types import Identity, Match

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.commands.models import Models, largest_face_crop
 from stream.errors import UserError
 from stream.faces.embedder import default_threshold
+from stream.faces.models import Models, largest_face_crop
 from stream.faces.still import cosine, embed_stack
 
 

@@ -314,7 +314,7 @@ def warp_batch(images: torch.Tensor, matrices: np.ndarray | torch.Tensor, size: 
     if count == 0:
         return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=images.device)
     thetas = torch.as_tensor(
-        grid_thetas(mats, tuple(images.shape[2:]), size), dtype=torch.float32, device=images.device
+        grid_thetas(mats, (int(images.shape[2]), int(images.shape[3])), size), dtype=torch.float32, device=images.device
     )
     grid = F.affine_grid(thetas, [count, 3, size, size], align_corners=False)
     source = images.to(torch.float32)

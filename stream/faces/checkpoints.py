@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from stream.faces.adaface import build_backbone
+from stream.faces.ir_net import build_backbone
 
-__all__ = ["CheckpointError", "arch_for_key_count", "check_state", "load_adaface_state", "sha256_file"]
+__all__ = ["CheckpointError", "arch_for_key_count", "check_state", "load_adaface_state", "load_backbone", "sha256_file"]
 
 # state_dict key counts of the official backbones (spec §1.4), incl. num_batches_tracked.
 KEY_COUNTS: dict[int, str] = {179: "ir_18", 323: "ir_34", 467: "ir_50", 917: "ir_101", 515: "ir_se_50"}
@@ -44,6 +45,33 @@ def sha256_file(path: str | Path) -> str:
 def arch_for_key_count(count: int) -> str:
     """The official arch with this many state_dict keys, or ``"unknown"``."""
     return KEY_COUNTS.get(count, "unknown")
+
+
+def load_backbone(
+    arch: str, checkpoint: str | Path | nn.Module, allow_unsafe_pickle: bool = False
+) -> tuple[nn.Module, str]:
+    """The backbone ``arch`` with its weights, and its model id (``adaface:<arch>:<sha256[:12]>``).
+
+    ``checkpoint`` is a file (Lightning ``.ckpt`` or bare state dict) or an already-built module
+    (checked against ``arch``; its id hashes the tensors).
+    """
+    if isinstance(checkpoint, nn.Module):
+        state = checkpoint.state_dict()
+        check_state(state, arch, source=f"module {type(checkpoint).__name__}")
+        return checkpoint, f"adaface:{arch}:mem-{_state_digest(state)[:12]}"
+    state = load_adaface_state(checkpoint, arch, allow_unsafe_pickle=allow_unsafe_pickle)
+    model = build_backbone(arch)
+    model.load_state_dict(state, strict=True)
+    return model, f"adaface:{arch}:{sha256_file(checkpoint)[:12]}"
+
+
+def _state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over sorted keys and tensor bytes, for modules given without a file."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_adaface_state(path: str | Path, arch: str, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:

@@ -170,7 +170,7 @@ class MtcnnDetector:
         self.settings = settings if settings is not None else DetectorSettings()
         self._device = torch.device(self.settings.device)
         mtcnn, self._detect_face = _build_mtcnn(self.settings, self._device)
-        self._nets = (mtcnn.pnet, mtcnn.rnet, mtcnn.onet)
+        self._nets: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] = (mtcnn.pnet, mtcnn.rnet, mtcnn.onet)
         self._fast = _build_fast(self.settings, self._device, self._nets) if self.settings.backend == "fast" else None
         self.batch_fallbacks = 0
         """How many batches failed inside facenet-pytorch and were retried frame by frame."""
@@ -233,7 +233,7 @@ class MtcnnDetector:
             onet(torch.zeros(2, 3, 48, 48, device=self._device))
 
 
-def _build_mtcnn(settings: DetectorSettings, device: torch.device) -> tuple[torch.nn.Module, DetectFaceFn]:
+def _build_mtcnn(settings: DetectorSettings, device: torch.device) -> tuple[Any, DetectFaceFn]:
     # Imported here, not at module import: facenet_pytorch pulls in torchvision and requests.
     from facenet_pytorch.models.mtcnn import MTCNN
     from facenet_pytorch.models.utils.detect_face import detect_face

@@ -15,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stream.faces.embedder import CropKind
 from stream.faces.facenet_convert import ensure_facenet_weights
-from trackers._arrays import check_array
+from trackers import check_array
 
 __all__ = ["FaceNetEmbedder"]
 
@@ -53,7 +55,7 @@ class FaceNetEmbedder:
     """512-d FaceNet (Sandberg 20180408-102900, CASIA-WebFace) embeddings of BGR face crops."""
 
     crop_size: int = CROP_SIZE
-    crop_kind: str = "box"  # facenet-pytorch style box crop with margin (not 5-point alignment)
+    crop_kind: CropKind = "box"  # facenet-pytorch style box crop with margin (not 5-point alignment)
 
     def __init__(self, checkpoints_dir: Path, device: str = "cpu", batch_size: int = 32) -> None:
         if batch_size < 1:
@@ -84,7 +86,7 @@ class FaceNetEmbedder:
         return unit.float().cpu().numpy(), norms.float().cpu().numpy()
 
 
-def raw_embeddings(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def raw_embeddings(net: Any, x: torch.Tensor) -> torch.Tensor:
     """The output of ``last_bn``: InceptionResnetV1's embedding *before* its L2 normalisation.
 
     ``InceptionResnetV1.forward`` (classify=False) normalises internally, which throws away the
@@ -94,7 +96,8 @@ def raw_embeddings(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     for name in _TRUNK:
         x = getattr(net, name)(x)
     x = net.last_linear(torch.flatten(x, 1))
-    return net.last_bn(x)
+    out: torch.Tensor = net.last_bn(x)
+    return out
 
 
 def _build_backbone(state: dict[str, torch.Tensor]) -> nn.Module:

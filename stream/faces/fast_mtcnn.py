@@ -146,10 +146,37 @@ class FastMtcnn:
     # --- stages -------------------------------------------------------------------------------
 
     def _detect(self, batch: torch.Tensor, pyramid: _Pyramid) -> list[MtcnnFaces]:
-        count, height, width = int(batch.shape[0]), int(batch.shape[1]), int(batch.shape[2])
-        t_p, t_r, t_o = self.thresholds
+        """P-Net proposals → R-Net refinement → O-Net boxes and landmarks → per-image "Min" NMS."""
+        count = int(batch.shape[0])
+        proposals = self._propose(batch, pyramid)
+        if proposals is None:
+            return [MtcnnFaces.empty() for _ in range(count)]
+        table = _summed_area_table(batch)
+        refined = self._refine(table, proposals, batch.shape[1:3])
+        if refined is None:
+            return [MtcnnFaces.empty() for _ in range(count)]
+        return _per_image(self._output(table, refined, batch.shape[1:3]), count)
 
-        # Stage 1: P-Net per scale on the whole batch; one nonzero over all scales.
+    def _propose(self, batch: torch.Tensor, pyramid: _Pyramid) -> _Candidates | None:
+        """Stage 1: P-Net per scale on the whole batch, one ``nonzero`` over every scale, NMS per
+        (image, scale) then per image; squared, regressed boxes (None: no candidate anywhere)."""
+        count = int(batch.shape[0])
+        prob_all, reg_all = self._pnet_maps(batch, pyramid)
+        image_ids, cells = (prob_all >= self.thresholds[0]).nonzero(as_tuple=True)
+        if image_ids.numel() == 0:
+            return None
+        scores = prob_all[image_ids, cells]
+        reg = reg_all[image_ids, :, cells]
+        boxes = pyramid.cell_boxes[cells]
+        keep = batched_nms(boxes, scores, pyramid.cell_scale[cells] * count + image_ids, _NMS_SCALE_IOU)
+        boxes, scores, reg, image_ids = boxes[keep], scores[keep], reg[keep], image_ids[keep]
+        keep = batched_nms(boxes, scores, image_ids, _NMS_IMAGE_IOU)
+        boxes, reg, image_ids = boxes[keep], reg[keep], image_ids[keep]
+        return _Candidates(_square(_regressed(boxes, reg, pixel=0.0)), image_ids)
+
+    def _pnet_maps(self, batch: torch.Tensor, pyramid: _Pyramid) -> tuple[torch.Tensor, torch.Tensor]:
+        """P-Net face probability (B, K) and box regression (B, 4, K) over the K cells of every scale."""
+        count = int(batch.shape[0])
         images = batch.permute(0, 3, 1, 2).float()  # channels-last memory, as stock
         probs, regs = [], []
         for size, out_shape in zip(pyramid.sizes, pyramid.out_shapes, strict=True):
@@ -159,76 +186,29 @@ class FastMtcnn:
                 raise RuntimeError(f"P-Net output {tuple(prob.shape[2:])} != expected {out_shape} at {size}")
             probs.append(prob[:, 1].reshape(count, -1))
             regs.append(reg.reshape(count, 4, -1))
-        prob_all = torch.cat(probs, dim=1).float()
-        reg_all = torch.cat(regs, dim=2).float()
-        image_ids, cells = (prob_all >= t_p).nonzero(as_tuple=True)
-        if image_ids.numel() == 0:
-            return [MtcnnFaces.empty() for _ in range(count)]
-        scores = prob_all[image_ids, cells]
-        reg = reg_all[image_ids, :, cells]
-        boxes = pyramid.cell_boxes[cells]
-        keep = batched_nms(boxes, scores, pyramid.cell_scale[cells] * count + image_ids, _NMS_SCALE_IOU)
-        boxes, scores, reg, image_ids = boxes[keep], scores[keep], reg[keep], image_ids[keep]
-        keep = batched_nms(boxes, scores, image_ids, _NMS_IMAGE_IOU)
-        boxes, reg, image_ids = boxes[keep], reg[keep], image_ids[keep]
-        box_w = boxes[:, 2] - boxes[:, 0]
-        box_h = boxes[:, 3] - boxes[:, 1]
-        boxes = torch.stack(
-            [
-                boxes[:, 0] + reg[:, 0] * box_w,
-                boxes[:, 1] + reg[:, 1] * box_h,
-                boxes[:, 2] + reg[:, 2] * box_w,
-                boxes[:, 3] + reg[:, 3] * box_h,
-            ],
-            dim=1,
-        )
-        boxes = _square(boxes)
+        return torch.cat(probs, dim=1).float(), torch.cat(regs, dim=2).float()
 
-        # Stage 2: R-Net on 24 px area crops of every candidate at once.
-        table = _summed_area_table(batch)
-        reg, prob = self._run_cropped(self.rnet, table, image_ids, boxes, _RNET_SIZE, height, width)
-        passed = prob[:, 1] > t_r
-        boxes, scores, reg, image_ids = boxes[passed], prob[passed, 1], reg[passed], image_ids[passed]
+    def _refine(self, table: torch.Tensor, cand: _Candidates, hw: tuple[int, ...]) -> _Candidates | None:
+        """Stage 2: R-Net on 24 px area crops of every candidate at once; threshold, NMS, regress."""
+        reg, prob = self._run_cropped(self.rnet, table, cand.image_ids, cand.boxes, _RNET_SIZE, hw[0], hw[1])
+        passed = prob[:, 1] > self.thresholds[1]
+        boxes, scores, reg, image_ids = cand.boxes[passed], prob[passed, 1], reg[passed], cand.image_ids[passed]
         if image_ids.numel() == 0:
-            return [MtcnnFaces.empty() for _ in range(count)]
+            return None
         keep = batched_nms(boxes, scores, image_ids, _NMS_IMAGE_IOU)
-        boxes, reg, image_ids = boxes[keep], reg[keep], image_ids[keep]
-        boxes = _square(_regressed(boxes, reg))
+        return _Candidates(_square(_regressed(boxes[keep], reg[keep])), image_ids[keep])
 
-        # Stage 3: O-Net on 48 px area crops.
-        reg, points, prob = self._run_cropped(self.onet, table, image_ids, boxes, _ONET_SIZE, height, width)
-        passed = prob[:, 1] > t_o
-        boxes, scores, reg, points, image_ids = (
-            boxes[passed],
-            prob[passed, 1],
-            reg[passed],
-            points[passed],
-            image_ids[passed],
-        )
+    def _output(self, table: torch.Tensor, cand: _Candidates, hw: tuple[int, ...]) -> _Faces:
+        """Stage 3: O-Net on 48 px area crops: final scores, landmarks and regressed boxes."""
+        reg, points, prob = self._run_cropped(self.onet, table, cand.image_ids, cand.boxes, _ONET_SIZE, hw[0], hw[1])
+        passed = prob[:, 1] > self.thresholds[2]
+        boxes, scores, reg, points = cand.boxes[passed], prob[passed, 1], reg[passed], points[passed]
         box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         points_x = box_w * points[:, :5] + boxes[:, 0:1] - 1
         points_y = box_h * points[:, 5:] + boxes[:, 1:2] - 1
         landmarks = torch.stack([points_x, points_y], dim=2)
-        boxes = _regressed(boxes, reg)
-
-        # One transfer, then the "Min" NMS per image on the host.
-        boxes_np = boxes.cpu().numpy().astype(np.float32, copy=False)
-        scores_np = scores.cpu().numpy().astype(np.float32, copy=False)
-        landmarks_np = landmarks.cpu().numpy().astype(np.float32, copy=False)
-        image_np = image_ids.cpu().numpy()
-        faces = []
-        for index in range(count):
-            rows = np.flatnonzero(image_np == index)
-            rows = rows[_nms_min(boxes_np[rows], scores_np[rows], _NMS_FINAL_MIN)]
-            faces.append(
-                MtcnnFaces(
-                    np.ascontiguousarray(boxes_np[rows]),
-                    np.ascontiguousarray(scores_np[rows]),
-                    np.ascontiguousarray(landmarks_np[rows]),
-                )
-            )
-        return faces
+        return _Faces(_regressed(boxes, reg), scores, landmarks, cand.image_ids[passed])
 
     def _run_cropped(
         self,
@@ -291,6 +271,42 @@ class FastMtcnn:
         return pyramid
 
 
+class _Candidates(NamedTuple):
+    """Candidate boxes (N, 4) of all images of a batch, and the image each belongs to (N,)."""
+
+    boxes: torch.Tensor
+    image_ids: torch.Tensor
+
+
+class _Faces(NamedTuple):
+    """O-Net's output for all images: boxes (N, 4), scores (N,), landmarks (N, 5, 2), image ids (N,)."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    landmarks: torch.Tensor
+    image_ids: torch.Tensor
+
+
+def _per_image(faces: _Faces, count: int) -> list[MtcnnFaces]:
+    """One transfer to the host, then the "Min"-overlap NMS per image."""
+    boxes = faces.boxes.cpu().numpy().astype(np.float32, copy=False)
+    scores = faces.scores.cpu().numpy().astype(np.float32, copy=False)
+    landmarks = faces.landmarks.cpu().numpy().astype(np.float32, copy=False)
+    image_ids = faces.image_ids.cpu().numpy()
+    out = []
+    for index in range(count):
+        rows = np.flatnonzero(image_ids == index)
+        rows = rows[_nms_min(boxes[rows], scores[rows], _NMS_FINAL_MIN)]
+        out.append(
+            MtcnnFaces(
+                np.ascontiguousarray(boxes[rows]),
+                np.ascontiguousarray(scores[rows]),
+                np.ascontiguousarray(landmarks[rows]),
+            )
+        )
+    return out
+
+
 def _load_nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # bundled weights, no download
 
@@ -344,10 +360,11 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
 
 
-def _regressed(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
-    """Stock ``bbreg``: offsets in units of the (+1) box width and height."""
-    box_w = boxes[:, 2] - boxes[:, 0] + 1
-    box_h = boxes[:, 3] - boxes[:, 1] + 1
+def _regressed(boxes: torch.Tensor, reg: torch.Tensor, pixel: float = 1.0) -> torch.Tensor:
+    """Stock ``bbreg``: each corner moved by ``reg`` in units of the box width and height, measured as
+    ``x2 - x1 + pixel`` (R-/O-Net: +1, as stock; P-Net's proposals: 0, as stock's stage 1)."""
+    box_w = boxes[:, 2] - boxes[:, 0] + pixel
+    box_h = boxes[:, 3] - boxes[:, 1] + pixel
     return torch.stack(
         [
             boxes[:, 0] + reg[:, 0] * box_w,

@@ -95,7 +95,7 @@ def save_records(path: Path, signature: str, records: Iterable[ImageRecord]) -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private; a cache is as readable as the photos
         os.replace(tmp, path)
         tmp = None

@@ -18,21 +18,18 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from stream.errors import UserError
 from stream.faces.images import ImageReadError, list_images, read_bgr
+from stream.faces.models import Models
 from stream.faces.still import crop_faces, embed_stack
 from stream.identity.cache import FileKey, ImageRecord, cache_path, file_key, load_records, save_records
 from stream.identity.quality import EnrollGates, FaceMeasure, find_outliers, judge, measure_face, outlier_threshold
 from stream.identity.templates import fuse
-from trackers._arrays import check_array, check_finite
-
-if TYPE_CHECKING:
-    from stream.commands.models import Models
+from trackers import check_array, check_finite
 
 __all__ = ["Gallery", "PersonEntry", "Rejection", "enroll"]
 
@@ -329,7 +326,7 @@ def _look(path: Path, models: Models) -> _Look:
 
 def _embed_chunk(keys: Sequence[FileKey], looked: Sequence[_Look], models: Models) -> list[ImageRecord]:
     crops = [look.crop for look in looked if look.crop is not None]
-    vectors, norms = embed_stack(models.embedder, crops) if crops else (np.zeros((0, 0), np.float32), [])
+    vectors, norms = embed_stack(models.embedder, crops) if crops else (np.zeros((0, 0), np.float32), np.zeros(0))
     out, row = [], 0
     for key, look in zip(keys, looked, strict=True):
         if look.crop is None:
