@@ -19,7 +19,7 @@ overlap.
 Face heights are in the sense of an MTCNN box: the source photos' MTCNN boxes (measured once, and
 fixed below so that making the demo needs no torch) are scaled to the wanted height.
 
-Pure numpy/OpenCV, except the one PyAV call that encodes the mp4 (H.264, yuv420p).
+Pure numpy/OpenCV; the mp4 (H.264, yuv420p) is written by the app's own ``VideoWriter``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ __all__ = [
 EILEEN = "eileen_collins"
 HOPPER = "grace_hopper"
 
-DEMO_VERSION = "demo-1"
+DEMO_VERSION = "demo-2"  # 2: encoded by VideoWriter (OpenCV BGR→I420)
 """Bump when the clip or gallery changes: ``prepare_demo`` then remakes them."""
 
 CLIP_NAME = "demo_input.mp4"
@@ -252,7 +252,7 @@ def _composite(frame: np.ndarray, sprite: _Sprite, place: Placement) -> None:
     """Draw ``sprite`` onto the uint8 frame in place, its face at ``place`` (sub-pixel, tilted)."""
     fx, fy, fh = sprite.face
     matrix = cv2.getRotationMatrix2D((fx, fy), place.angle, place.face_h / fh)
-    matrix[:, 2] += (place.cx - fx, place.cy - fy)
+    matrix[:, 2] += np.array([place.cx - fx, place.cy - fy])
     roi = _covered(matrix, sprite.alpha.shape, frame.shape[:2])
     if roi is None:
         return
@@ -312,18 +312,12 @@ def make_demo_clip(
 
 
 def _encode_h264(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int, int]) -> None:
-    import av  # PyAV: only this function touches it
+    from stream.outputs.video import VideoSettings, VideoWriter  # PyAV: loaded only to make the clip
 
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.gop_size = max(1, round(_GOP_S * fps))
-        stream.options = {"crf": str(_CRF), "preset": "veryfast"}
+    settings = VideoSettings(crf=_CRF, preset="veryfast", keyframe_interval_s=_GOP_S)
+    with VideoWriter(path, fps, size[0], size[1], settings) as writer:
         for image in frames:
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            writer.write(image)
 
 
 # ------------------------------------------------------------------ gallery
@@ -368,7 +362,7 @@ def _gallery_photo(photo: np.ndarray, source: _Source, variant: _Variant) -> np.
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     width, height = _GALLERY_SIZE
     matrix = cv2.getRotationMatrix2D((cx, cy), variant.angle, variant.face_h / (y2 - y1))
-    matrix[:, 2] += (width / 2 + variant.shift - cx, height * 0.4 - cy)
+    matrix[:, 2] += np.array([width / 2 + variant.shift - cx, height * 0.4 - cy])
     view = cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
     return cv2.convertScaleAbs(view, alpha=variant.contrast, beta=variant.brightness)
 

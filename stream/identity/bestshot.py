@@ -1,6 +1,6 @@
 """Best-shot selection: which face crops of a track are worth embedding, and when.
 
-Pure and thread-free: the pipeline's tracking stage offers crops, the embed stage takes them, both
+Pure and thread-free: the pipeline's recognition thread offers crops and takes the ones to embed,
 through one ``BestShotSelector`` owned by one thread. Embedding every crop of every track wastes the
 embedder on blurry, tiny or turned-away faces and lets the embed queue grow without bound. Instead
 each track keeps a small **mailbox** of its best crops so far (design.md "Threads, queues"), so the

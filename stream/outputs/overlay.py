@@ -1,7 +1,7 @@
 """Draw tracks, names and a quality cue onto a copy of a frame (OpenCV drawing).
 
 Colours (BGR): green for a named person, orange for an unknown face, grey for a track that is not
-currently matched to a detection (state ``lost``, ``predicted``, ``tentative`` or ``removed``).
+currently matched to a detection (state ``lost``, ``tentative`` or ``removed``).
 Each box gets a label ``#7 alice 0.62`` / ``#7 unknown`` and, when the quality is known, a short
 bar under the box whose length is ``quality`` (0..1) of the box width and whose colour runs from
 red (0) through yellow to green (1). Labels are kept inside the frame; boxes that are partly or
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from stream.logs import mask_secrets
-from trackers._arrays import check_array, check_finite
+from trackers import check_array, check_finite
 
 __all__ = ["COLOR_LOST", "COLOR_NAMED", "COLOR_UNKNOWN", "TrackView", "draw_overlay"]
 
@@ -28,7 +28,7 @@ COLOR_UNKNOWN: Color = (0, 140, 255)
 COLOR_LOST: Color = (160, 160, 160)
 _TEXT_DARK: Color = (0, 0, 0)
 _TEXT_LIGHT: Color = (255, 255, 255)
-_INACTIVE_STATES = frozenset({"lost", "predicted", "tentative", "removed"})
+_INACTIVE_STATES = frozenset({"lost", "tentative", "removed"})
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 

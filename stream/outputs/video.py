@@ -8,10 +8,13 @@ Odd sizes: yuv420p needs even width and height, so an odd-sized frame is *padded
 the right and/or bottom (edge pixels repeated), never resized: pixel coordinates (boxes in events,
 MOT files) stay valid on the video. ``output_size`` says what the file holds.
 
+libx264 quirk absorbed here: its threaded lookahead makes the output depend on timing, so it is
+turned off (``_REPEATABLE``); a file gives the same video on every run.
+
 PyAV quirk absorbed here: ``av.open(..., "w")`` does not touch the file until the first packet is
 muxed, so the constructor starts the container itself; an unwritable path then fails at
 construction. Every failure is an ``OutputError`` naming the path. Not thread-safe: one owner
-(the writer stage) calls ``write`` and ``close``.
+(the pipeline's output thread) calls ``write`` and ``close``.
 """
 
 from __future__ import annotations
@@ -26,19 +29,27 @@ import av
 import cv2
 import numpy as np
 
+from stream.closing import close_quietly
 from stream.outputs import OutputError, make_parent
 
 __all__ = ["VideoSettings", "VideoWriter"]
 
 log = logging.getLogger(__name__)
 
+# Same frames, same bytes. With its defaults (threaded lookahead), libx264 fed these frames gave
+# different files run to run (3 variants in 8 encodes of the demo clip); without the lookahead
+# thread it gave one file in 24 encodes, at the same speed. Frame threads stay on.
+_REPEATABLE = "sliced-threads=0:lookahead-threads=1:sync-lookahead=0"
+
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """libx264 options: ``crf`` quality (0-51, lower is better), ``preset`` speed/size trade-off."""
+    """libx264 options: ``crf`` quality (0-51, lower is better), ``preset`` speed/size trade-off,
+    ``keyframe_interval_s`` seconds between keyframes (None: libx264's default)."""
 
     crf: int = 23
     preset: str = "veryfast"
+    keyframe_interval_s: float | None = None
 
 
 class VideoWriter:
@@ -50,8 +61,7 @@ class VideoWriter:
         fps: float | Fraction,
         width: int,
         height: int,
-        crf: int = VideoSettings.crf,
-        preset: str = VideoSettings.preset,
+        settings: VideoSettings = VideoSettings(),
     ) -> None:
         if not fps > 0:
             raise ValueError(f"VideoWriter.fps: must be > 0, got {fps}")
@@ -65,9 +75,9 @@ class VideoWriter:
         self.frames_written = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
-        self._open(crf, preset)
+        self._open(settings)
 
-    def _open(self, crf: int, preset: str) -> None:
+    def _open(self, settings: VideoSettings) -> None:
         make_parent(self.path, "video output")
         try:
             self._container = av.open(str(self.path), mode="w")
@@ -76,7 +86,9 @@ class VideoWriter:
             stream.pix_fmt = "yuv420p"
             stream.time_base = 1 / self.rate
             stream.codec_context.time_base = 1 / self.rate
-            stream.options = {"crf": str(crf), "preset": preset}
+            stream.options = {"crf": str(settings.crf), "preset": settings.preset, "x264-params": _REPEATABLE}
+            if settings.keyframe_interval_s is not None:
+                stream.gop_size = max(1, round(settings.keyframe_interval_s * float(self.rate)))
             self._stream = stream
             self._container.start_encoding()
         except (OSError, ValueError, av.FFmpegError) as exc:
@@ -89,7 +101,7 @@ class VideoWriter:
             raise OutputError(f"video output {self.path} is closed")
         # OpenCV's BGR → I420 (BT.601, limited range, as swscale's default) is ~2.5x faster than
         # VideoFrame.from_ndarray(bgr24).reformat("yuv420p"), and the planes are what libx264 takes.
-        yuv = cv2.cvtColor(self._even(self._check(image_bgr)), cv2.COLOR_BGR2YUV_I420)
+        yuv = np.asarray(cv2.cvtColor(self._even(self._check(image_bgr)), cv2.COLOR_BGR2YUV_I420), np.uint8)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = self.frames_written
         frame.time_base = self._stream.codec_context.time_base
@@ -108,7 +120,7 @@ class VideoWriter:
         try:
             container.mux(stream.encode(None))
         except (OSError, av.FFmpegError) as exc:
-            _close_quietly(container)
+            close_quietly(container, f"video output {self.path}")
             raise OutputError(f"cannot finish video output {self.path}: {_reason(exc)}") from exc
         try:
             container.close()
@@ -146,16 +158,8 @@ class VideoWriter:
         return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
 
     def _abandon(self) -> None:
-        if self._container is not None:
-            _close_quietly(self._container)
+        close_quietly(self._container, f"video output {self.path}")
         self._container = self._stream = None
-
-
-def _close_quietly(container: av.container.OutputContainer) -> None:
-    try:
-        container.close()
-    except (OSError, av.FFmpegError) as exc:
-        log.debug("closing a failed container: %s", exc)
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from stream.pipeline.channels import Stopped
 from stream.pipeline.inbox import Inbox
 from stream.pipeline.messages import Detected, EndOfStream
@@ -18,7 +20,7 @@ from stream.types import FaceDetections, Frame
 
 IDLE_WAIT_S = 0.002
 
-DetectFn = Callable[[Sequence[Frame]], list[FaceDetections]]
+DetectFn = Callable[[Sequence[np.ndarray]], list[FaceDetections]]  # equal-size BGR images → faces
 
 
 class Batcher:
@@ -44,7 +46,7 @@ class Batcher:
                 raise Stopped("batcher")
             item = self._next_item()
             if item is None:
-                if frames and self._deadline_s is not None and time.monotonic() - started >= self._deadline_s:
+                if started is not None and self._deadline_s is not None and time.monotonic() - started >= self._deadline_s:
                     break
                 if not frames and batch:
                     break  # only end markers so far: pass them on

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -34,6 +34,11 @@ class Channel(Generic[T]):
             except queue.Full:
                 continue
         raise Stopped(self.name)
+
+    @overload
+    def get(self, stop: threading.Event) -> T: ...
+    @overload
+    def get(self, stop: threading.Event, timeout: float) -> T | None: ...
 
     def get(self, stop: threading.Event, timeout: float | None = None) -> T | None:
         """The next item, or None after ``timeout`` seconds; raise ``Stopped`` when stop is set."""

@@ -15,7 +15,7 @@ Every PyAV quirk the sources rely on is absorbed here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -73,7 +73,7 @@ def decode_frames(
     *,
     demux_retries: int = 0,
     on_packet: Callable[[], None] | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Yield decoded ``av.VideoFrame``s of ``stream``; corrupt packets are skipped via ``on_skip``.
 
     Every stream is demuxed (only ``stream`` is decoded) so that ``on_packet`` runs for each

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.closing import close_quietly
 from stream.logs import mask_secrets
 from stream.sources import _av
 from stream.sources.base import Emit, FrameSource, SourceError, SourceStats, SourceStatus, pts_or_fallback
@@ -236,7 +237,7 @@ class _LiveRun:
         except (_av.FFmpegError, OSError) as exc:
             return f"read failed: {_av.describe(exc)}"
         finally:
-            _close_quietly(container)
+            close_quietly(container, f"input of {self.src.stream_id}")
 
     def read_frames(self, container: Any, stream: Any) -> str:
         fps = self.src.nominal_fps or _av.stream_fps(stream) or FALLBACK_FPS
@@ -251,6 +252,7 @@ class _LiveRun:
 
         def skip(exc: Exception) -> None:
             self.errors += 1
+            self.src._count_decode_error()
             log.debug("%s: skipped corrupt data (%s)", self.name, _av.describe(exc))
 
         frames = _av.decode_frames(container, stream, skip, demux_retries=0, on_packet=watchdog)
@@ -313,10 +315,3 @@ class _LiveRun:
     def check_stop(self) -> None:
         if self.stop.is_set():
             raise _Stopped
-
-
-def _close_quietly(container: Any) -> None:
-    try:
-        container.close()
-    except Exception as exc:  # closing a broken connection must not hide why it broke
-        log.debug("closing container failed: %s", _av.describe(exc))
