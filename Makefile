@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REQS   := requirements/torch.txt requirements/lock.txt requirements/nodeps.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean-venv config-reference
+.PHONY: setup demo test lint check bench clean-venv config-reference
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+# Lint and types (mypy with the pydantic plugin, settings in pyproject.toml); CI runs it before the tests.
+check: lint
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) -m bench
