@@ -1,9 +1,9 @@
 """AdaFace IR backbones (the official ``net.py`` layout) and a batched embedder.
 
 The module tree reproduces the official ``Backbone`` so that released checkpoints load
-with ``strict=True``: same key names, shapes and counts (spec §1). ``forward`` returns
-``(unit embedding, norm)``, both float32, with the norm taken in fp32 (spec §2).
-Input is BGR, ``((x/255) - 0.5) / 0.5`` computed in float64 then cast (spec §4).
+with ``strict=True``: same key names, shapes and counts (docs/adaface.md §1). ``forward`` returns
+``(unit embedding, norm)``, both float32, with the norm taken in fp32 (docs/adaface.md §2).
+Input is BGR, ``((x/255) - 0.5) / 0.5`` computed in float64 then cast (docs/adaface.md §4).
 Nothing is built, loaded or put on a GPU at import.
 """
 
