@@ -1,4 +1,4 @@
-"""AdaFace backbone parity with the official net.py (spec §1), preprocessing (§4), checkpoints (§3)."""
+"""AdaFace backbone parity with the official net.py (docs/adaface.md §1), preprocessing (§4), checkpoints (§3)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from stream.faces.checkpoints import (
     sha256_file,
 )
 
-# Spec §1.3 / §1.4: units per stage, stride-2 and conv-shortcut body indices, sizes.
+# docs/adaface.md §1.3 / §1.4: units per stage, stride-2 and conv-shortcut body indices, sizes.
 UNITS = {
     "ir_18": (2, 2, 2, 2),
     "ir_34": (3, 4, 6, 3),
@@ -64,7 +64,7 @@ def meta_backbone(arch: str) -> nn.Module:
 
 
 def spec_keys(arch: str) -> set[str]:
-    """The key set written out from the scheme in spec §1.5."""
+    """The key set written out from the scheme in docs/adaface.md §1.5."""
     keys = {"input_layer.0.weight", "input_layer.2.weight", *(f"input_layer.1.{b}" for b in BN)}
     keys |= {*(f"output_layer.0.{b}" for b in BN), "output_layer.3.weight", "output_layer.3.bias"}
     keys |= {f"output_layer.4.{b}" for b in ("running_mean", "running_var", "num_batches_tracked")}
@@ -216,7 +216,7 @@ def test_preprocess_matches_float64_path_for_all_values() -> None:
     official = ((values.astype(np.float64) / 255.0 - 0.5) / 0.5).astype(np.float32)
     assert np.array_equal(x, np.repeat(official[:, None], 3, axis=1))
     float32_path = values.astype(np.float32) / np.float32(127.5) - np.float32(1)
-    assert int((float32_path != official).sum()) == 128  # spec §4: why the float64 path matters
+    assert int((float32_path != official).sum()) == 128  # docs/adaface.md §4: why the float64 path matters
 
 
 def test_preprocess_keeps_channel_order_and_layout() -> None:

@@ -27,7 +27,7 @@ from tests.conftest import shared_file
 ADAFACE_IMAGES = "adaface/face_alignment/test_images"
 MODES: tuple[AlignMode, ...] = ("similarity", "parity")
 
-# Spec §5.4: official-MTCNN landmarks (3 decimals) and the official transform's matrices.
+# docs/adaface.md §5.4: official-MTCNN landmarks (3 decimals) and the official transform's matrices.
 GOLDEN = {
     "img1": (
         [(108.987, 86.230), (138.267, 86.000), (121.923, 105.170), (110.760, 120.285), (135.254, 120.808)],
@@ -47,7 +47,7 @@ GOLDEN = {
 # rounding through the ~60 px lever of the template: fitting the rounded points can only
 # reproduce the translations to ~1e-3. These are points within 4.5e-4 px of the tabulated
 # ones (they round to them) found once by bounded least squares (scipy, against a
-# transliteration of spec §5.3) so that the official transform gives the golden matrix;
+# transliteration of docs/adaface.md §5.3) so that the official transform gives the golden matrix;
 # with them the matrix must match to 1e-4 everywhere.
 GOLDEN_UNROUNDED = {
     "img1": [
@@ -114,7 +114,7 @@ def invert(matrix: np.ndarray) -> np.ndarray:
 
 
 def official_reference(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Spec §5.3 steps 1–3 written out literally, with the in-place mirror of dst."""
+    """docs/adaface.md §5.3 steps 1–3 written out literally, with the in-place mirror of dst."""
     uv = np.float32(src)
     xy = np.float32(np.array(dst))  # a fresh float32 copy, as warp_and_crop_face makes
 
@@ -245,7 +245,7 @@ def test_parity_picks_the_mirror_for_a_mirrored_face(scale: float, angle: float,
 
 
 def test_parity_reflective_quirk_on_squeezed_face():
-    # Spec §5.3: eye/mouth spreads squeezed to 20 % make the official rule pick the mirror
+    # docs/adaface.md §5.3: eye/mouth spreads squeezed to 20 % make the official rule pick the mirror
     # although the face is not mirrored (the rule compares against the mirrored template).
     template = ARCFACE_TEMPLATE_112
     squeezed = template.copy()
@@ -326,7 +326,7 @@ def test_similarity_never_reflects():
 
 
 def test_production_and_parity_agree_closely_on_real_landmarks():
-    # Spec §5.3: 0.3–1 % in scale, up to ~1 px in translation (in crop pixels).
+    # docs/adaface.md §5.3: 0.3–1 % in scale, up to ~1 px in translation (in crop pixels).
     for landmarks, _ in GOLDEN.values():
         umeyama = estimate_transform(np.array(landmarks), mode="similarity")
         parity = estimate_transform(np.array(landmarks), mode="parity")
@@ -519,7 +519,7 @@ def test_end_to_end_with_facenet_mtcnn_landmarks(shared_data: Path):
     pil = Image.open(path).convert("RGB")
     boxes, _, landmarks = MTCNN(device="cpu").detect(pil, landmarks=True)
     box, points = np.asarray(boxes, np.float32)[0], np.asarray(landmarks, np.float32)[0]
-    # Same landmark order as the official detector, a few pixels apart (spec §5.2).
+    # Same landmark order as the official detector, a few pixels apart (docs/adaface.md §5.2).
     assert np.abs(points - np.array(GOLDEN["img1"][0])).max() < 4.0
     image = cv2.imread(str(path))
     for mode in MODES:

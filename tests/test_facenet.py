@@ -116,7 +116,7 @@ def test_matches_cv2_dnn_on_the_same_graph(embedder: FaceNetEmbedder, aligned_cr
     """An independent runtime on the original graph: the conversion is exact, not approximate."""
     try:
         net = cv2.dnn.readNetFromTensorflow(str(fc.source_pb_path()))
-    except cv2.error as exc:  # OpenCV 4.10-4.14 reject the raw graph (facenet_weights.md §7)
+    except cv2.error as exc:  # OpenCV 4.10-4.14 reject the raw graph (docs/facenet.md §7)
         pytest.skip(f"this OpenCV ({cv2.__version__}) cannot load graph_final.pb: {exc}")
     vectors, _ = embedder.embed(aligned_crops)
     for crop, ours in zip(aligned_crops, vectors, strict=True):

@@ -1,7 +1,8 @@
 """The AdaFace embedder: aligned 112x112 BGR crops → (unit embedding, norm), in batches.
 
-The backbone is ``stream.faces.ir_net``'s, loaded by ``stream.faces.checkpoints.load_backbone``.
-Input is BGR, ``((x/255) - 0.5) / 0.5`` computed in float64 then cast (spec §4).
+The backbone is ``stream.faces.ir_net``'s (the official module tree: docs/adaface.md §1-2), loaded by
+``stream.faces.checkpoints.load_backbone``. Input is BGR, ``((x/255) - 0.5) / 0.5`` computed in float64
+then cast (docs/adaface.md §4).
 Nothing is built, loaded or put on a GPU at import.
 """
 

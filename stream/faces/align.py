@@ -8,7 +8,7 @@ Conventions
   left mouth corner, right mouth corner, *as seen in the image* (the image-left eye first).
 - A transform is an OpenCV (2, 3) float64 matrix mapping image pixels to crop pixels, in
   OpenCV's convention that integer coordinates are pixel centres.
-- Two estimators fit it (AdaFace spec §5.3):
+- Two estimators fit it (docs/adaface.md §5.3):
 
   * ``estimate_similarity``: Umeyama least squares, image → template, never reflective. This
     is what production uses (the AdaFace IJB path, CVLFace and insightface do the same).
@@ -48,7 +48,7 @@ __all__ = [
 AlignMode = Literal["similarity", "parity"]
 
 # AdaFace's get_reference_facial_points(default_square=True): the 96x112 template with +8 on
-# every x, as float64 (spec §5.3). Same points as insightface's arcface_dst to 4 decimals.
+# every x, as float64 (docs/adaface.md §5.3). Same points as insightface's arcface_dst to 4 decimals.
 ARCFACE_TEMPLATE_112: np.ndarray = np.array(
     [
         [38.29459953, 51.69630051],  # left eye (image left)
@@ -171,7 +171,7 @@ def _apply_rows(transform: np.ndarray, uv: np.ndarray) -> np.ndarray:
 def estimate_parity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
     """The official AdaFace transform (``get_similarity_transform_for_cv2``, reflective=True).
 
-    Reproduces, step by step (spec §5.3): both point sets cast to float32 as
+    Reproduces, step by step (docs/adaface.md §5.3): both point sets cast to float32 as
     ``warp_and_crop_face`` does; (1) the non-reflective fit in the inverse direction; (2) the
     reflective candidate, fitted against the x-mirrored dst and un-mirrored with
     diag(−1, 1, 1); (3) the choice rule, which, because the official code mirrors dst *in

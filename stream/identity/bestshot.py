@@ -3,7 +3,7 @@
 Pure and thread-free: the pipeline's recognition thread offers crops and takes the ones to embed,
 through one ``BestShotSelector`` owned by one thread. Embedding every crop of every track wastes the
 embedder on blurry, tiny or turned-away faces and lets the embed queue grow without bound. Instead
-each track keeps a small **mailbox** of its best crops so far (design.md "Threads, queues"), so the
+each track keeps a small **mailbox** of its best crops so far (docs/architecture.md §3.6), so the
 work waiting for the embedder is at most ``tracks × capacity`` crops, and each track is embedded at
 most ``max_attempts`` times, then re-checked once every ``recheck_s`` seconds.
 

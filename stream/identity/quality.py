@@ -1,7 +1,7 @@
 """Quality gates for enrollment photos: which face of a still image to enroll, or why none.
 
 Pure functions on detections, aligned crops and embeddings; no I/O, no torch. Bad gallery photos
-poison every later match (peers.md §2 items 6, 7, 9: tiny or blurry training crops gave confident
+poison every later match (docs/peers.md §2 items 1, 2, 4: tiny or blurry training crops gave confident
 false matches for any blurry face), so a photo is enrolled only when its subject is unambiguous,
 large, confidently detected and sharp, and its embedding agrees with the person's other photos.
 

@@ -1,4 +1,4 @@
-"""Norm-weighted feature fusion (AdaFace's official "pre_norm_vector_add", spec §6)."""
+"""Norm-weighted feature fusion (AdaFace's official "pre_norm_vector_add", docs/adaface.md §6)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Per-track identity voting: evidence from several embeddings, hysteresis before a name changes.
 
-Pure and thread-free; one ``TrackVoter`` is owned by the pipeline's recognition thread. Users' top complaints
-about peers are flickering names and strangers named (peers.md §2 items 6-7): one frame decides.
+Pure and thread-free; one ``TrackVoter`` is owned by the pipeline's recognition thread. Users' top
+complaints about peers are flickering names and strangers named (docs/peers.md §2 items 1, 3): one frame decides.
 Here a track is named only on agreeing evidence, and once named it changes only on sustained
 evidence.
 
 **What a track keeps.** The ``top_k`` embeddings with the largest feature norm (AdaFace's norm is
-its quality estimate, spec §6; on equal norms the newer one). An embedding that does not make the
+its quality estimate, docs/adaface.md §6; on equal norms the newer one). An embedding that does not make the
 cut changes nothing and is not an update. Embeddings with a norm under
 ``norm_floor`` are ignored entirely. Typical norms: AdaFace IR-101 about 20-30 for good faces and
 much lower for blurred or tiny ones; FaceNet's pre-normalisation norms sit in a different,
@@ -14,7 +14,7 @@ narrower range, so the floor is off (0.0) by default and must be calibrated per 
 
 **Per update** (``add``):
 
-1. the *template* ``fuse(vectors, norms)`` = normalize(Σ nᵢ·fᵢ) over the kept embeddings (spec §6)
+1. the *template* ``fuse(vectors, norms)`` = normalize(Σ nᵢ·fᵢ) over the kept embeddings (docs/adaface.md §6)
    is matched; its *decision* names a person when best >= threshold, margin >= min_margin (the
    Matcher's) and margin > 0 (an exact tie is always unknown);
 2. each kept embedding also has its own decision (a *vote*, made once when it arrives);
