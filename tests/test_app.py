@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import av
@@ -46,6 +47,22 @@ def test_demo_names_the_demo_identity(tmp_path: Path) -> None:
     assert report["frames_in"] == report["frames_processed"] == 150 and report["frames_dropped"] == 0
     assert "eileen_collins" in report["identities"].values()
     assert list((tmp_path / "rec" / "snapshots").glob("*.jpg"))
+    _check_track_rows(tmp_path / "rec" / "events.db", events)
+
+
+def _check_track_rows(db_path: Path, events: list[dict]) -> None:
+    """One tracks row per track event key, from its track_started to its track_ended time."""
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT stream, epoch, track_id, first_ts, last_ts, person FROM tracks").fetchall()
+    spans = {}
+    for e in events:
+        if e["kind"] in ("track_started", "track_ended"):
+            spans.setdefault((e["stream"], e["epoch"], e["track_id"]), {})[e["kind"]] = e
+    assert rows and len(rows) == len(spans)
+    for stream, epoch, track_id, first_ts, last_ts, person in rows:
+        span = spans[(stream, epoch, track_id)]
+        assert first_ts == span["track_started"]["ts"] < last_ts == span["track_ended"]["ts"]
+        assert person == span["track_ended"]["person"]
 
 
 def test_file_mode_keeps_every_frame_and_is_deterministic(shared_data: Path, tmp_path: Path) -> None:
