@@ -28,9 +28,9 @@ from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoWriter
 from stream.types import Event, EventKind
+from tests.conftest import REPO
 from trackers import TrackSnapshot, TrackState
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET_URL = "rtsp://admin:hunter2@10.0.0.5/cam"
 
 

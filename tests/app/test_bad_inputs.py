@@ -31,7 +31,7 @@ import pytest
 
 from stream.cli import main
 from tests.conftest import REPO, shared_file
-from tests.test_sources import write_video
+from tests.sources.test_sources import write_video
 
 FACE = "facenet-pytorch/data/test_images/angelina_jolie/1.jpg"
 PASSWORD = "S3cretPw"

@@ -38,9 +38,8 @@ from stream.sources import (
 )
 from stream.sources.base import pts_or_fallback
 from stream.types import Frame
-from tests.conftest import SYSTEM_PYTHON
+from tests.conftest import REPO, SYSTEM_PYTHON
 
-REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "scripts" / "rtsp_server.py"
 W, H = 160, 120
 

@@ -44,8 +44,8 @@ from stream.identity.templates import fuse
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.types import Embedding, EventKind, FaceCrop, FaceDetections, TrackKey
 from tests.conftest import REPO, shared_file
+from tests.identity.test_identification import CLUSTERS
 from tests.mot_helpers import mot_summary
-from tests.test_identification import CLUSTERS
 from trackers import Tracker, TrackerSettings, TrackSnapshot, TrackState, iou_matrix
 
 DAVID = "otb-david/demo/David"
