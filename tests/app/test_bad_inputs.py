@@ -31,6 +31,7 @@ import pytest
 
 from stream.cli import main
 from tests.conftest import REPO, shared_file
+from tests.fakes import PicklePayload
 from tests.sources.test_sources import write_video
 
 FACE = "facenet-pytorch/data/test_images/angelina_jolie/1.jpg"
@@ -318,14 +319,6 @@ def test_wrong_architecture_checkpoint(shared_data: Path, tmp_path: Path, capsys
     assert "ir18.ckpt" in line and "ir_50" in line and "ir_18" in line
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("zip_format", [False, True], ids=["raw-pickle", "torch-zip"])
 def test_malicious_pickle_checkpoint_is_refused(
     shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], zip_format: bool
@@ -336,9 +329,9 @@ def test_malicious_pickle_checkpoint_is_refused(
     marker = tmp_path / "PWNED"
     ckpt = tmp_path / "evil.ckpt"
     if zip_format:
-        torch.save({"state_dict": _Payload(marker)}, ckpt)
+        torch.save({"state_dict": PicklePayload(os.system, f"touch {marker}")}, ckpt)
     else:
-        ckpt.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}, protocol=2))
+        ckpt.write_bytes(pickle.dumps({"state_dict": PicklePayload(os.system, f"touch {marker}")}, protocol=2))
     args = ["verify", "--config", str(_config(tmp_path)), str(face), str(face), "--model", "adaface"]
     code, _, err = _cli(capsys, [*args, "--checkpoint", str(ckpt), "--strict-model"])
     assert code == 2

@@ -20,6 +20,7 @@ from stream.faces.still import crop_faces, embed_stack
 from stream.identity.gallery import Gallery, enroll
 from stream.types import FaceDetections
 from tests.conftest import REPO
+from tests.fakes import ShortClipMaker
 
 FPS, SECONDS, SIZE = 25, 6.0, (960, 540)
 SAMPLED = (0, 30, 60, 75, 95, 149)  # frame indices; Grace Hopper is in view in 60, 75 and 95
@@ -107,22 +108,17 @@ def _overlap(a: Placement, b: Placement) -> float:
     return max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
 
 
-def test_prepare_demo_makes_once_and_remakes_when_outdated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[Path] = []
-
-    def short_clip(path: Path) -> Path:
-        made.append(path)
-        return make_demo_clip(path, seconds=0.2)
-
-    monkeypatch.setattr(demo, "make_demo_clip", short_clip)
-    clip, gallery = prepare_demo(tmp_path / ".demo")
+def test_prepare_demo_makes_once_and_remakes_when_outdated(tmp_path: Path) -> None:
+    short_clip = ShortClipMaker(seconds=0.2)
+    made = short_clip.made
+    clip, gallery = prepare_demo(tmp_path / ".demo", make_clip=short_clip)
     assert clip == tmp_path / ".demo" / "demo_input.mp4" and clip.is_file()
     assert sorted(p.name for p in (gallery / EILEEN).iterdir()) == [f"0{i}.png" for i in range(1, 6)]
     assert [p.name for p in gallery.iterdir()] == [EILEEN]
-    assert prepare_demo(tmp_path / ".demo") == (clip, gallery) and len(made) == 1
+    assert prepare_demo(tmp_path / ".demo", make_clip=short_clip) == (clip, gallery) and len(made) == 1
     (tmp_path / ".demo" / demo.MARKER_NAME).write_text("demo-0\n")
     (gallery / "stale").mkdir()
-    prepare_demo(tmp_path / ".demo")
+    prepare_demo(tmp_path / ".demo", make_clip=short_clip)
     assert len(made) == 2 and not (gallery / "stale").exists()
     assert not list((tmp_path / ".demo").glob(".*partial*"))
 

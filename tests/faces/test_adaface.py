@@ -18,6 +18,7 @@ from stream.faces.checkpoints import (
     load_adaface_state,
     sha256_file,
 )
+from tests.fakes import PicklePayload
 
 # Spec §1.3 / §1.4: units per stage, stride-2 and conv-shortcut body indices, sizes.
 UNITS = {
@@ -285,12 +286,8 @@ def test_key_count_to_arch() -> None:
 
 
 def test_malicious_pickle_refused_without_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    class Payload:
-        def __reduce__(self) -> tuple[object, tuple[str]]:
-            return (print, ("pwned",))
-
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "payload": Payload()}, path)
+    torch.save({"state_dict": {}, "payload": PicklePayload(print, "pwned")}, path)
     with pytest.raises(CheckpointError) as info:
         load_adaface_state(path, "ir_18")
     message = str(info.value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ from stream.faces.detector import (
 )
 from stream.types import FaceDetections
 from tests.conftest import shared_file
+from tests.fakes import AlwaysFailingDetectFace, BatchFailingDetectFace
 
 FACE_IMAGES = {
     "angelina_jolie": "facenet-pytorch/data/test_images/angelina_jolie/1.jpg",
@@ -189,32 +189,18 @@ def test_batch_with_face_less_frames_matches_single_frames(detector: MtcnnDetect
     assert_empty(results[2])
 
 
-def test_batch_failure_inside_facenet_falls_back_per_frame(
-    detector: MtcnnDetector, shared_data: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_batch_failure_inside_facenet_falls_back_per_frame(detector: MtcnnDetector, shared_data: Path) -> None:
     batch = _mixed_batch(shared_data)
     want = [detector.detect_one(frame) for frame in batch]
-    real = detector._detect_face
-
-    def fails_on_batches(images: Any, *args: Any) -> Any:  # detect_face's signature
-        if len(images) > 1:
-            raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
-        return real(images, *args)
-
-    monkeypatch.setattr(detector, "_detect_face", fails_on_batches)
-    before = detector.batch_fallbacks
-    for got, expected in zip(detector.detect(batch), want, strict=True):
+    flaky = MtcnnDetector(detector.settings, detect_face=BatchFailingDetectFace())
+    before = flaky.batch_fallbacks
+    for got, expected in zip(flaky.detect(batch), want, strict=True):
         assert_same(got, expected, tol_px=1.0)
-    assert detector.batch_fallbacks == before + 1
+    assert flaky.batch_fallbacks == before + 1
 
 
-def test_single_frame_failure_inside_facenet_names_the_frame(
-    detector: MtcnnDetector, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def always_fails(*args: Any) -> Any:
-        raise IndexError("boolean index did not match")
-
-    monkeypatch.setattr(detector, "_detect_face", always_fails)
+def test_single_frame_failure_inside_facenet_names_the_frame() -> None:
+    detector = MtcnnDetector(DetectorSettings(warmup=False), detect_face=AlwaysFailingDetectFace())
     frames = [np.zeros((64, 64, 3), np.uint8)] * 2
     with pytest.raises(FaceDetectionError, match="frame 0 of a batch of 2"):
         detector.detect(frames)

@@ -15,6 +15,7 @@ import torch
 
 from stream.faces import facenet_convert as fc
 from stream.faces.facenet import FaceNetEmbedder, raw_embeddings
+from tests.fakes import CountingConverter, RefusingHasher
 
 NAMES = ("angelina_jolie", "bradley_cooper", "kate_siegel", "paul_rudd", "shea_whigham")
 # facenet-pytorch tests/actions_test.py (MANIFEST.md): Euclidean distances between unit embeddings.
@@ -73,16 +74,9 @@ def cache_dir(weights_dir: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Replace the (slow) conversion by a tiny fake and count how often it runs."""
-    calls: list[int] = []
-
-    def fake(data: bytes) -> dict[str, torch.Tensor]:
-        calls.append(len(data))
-        return {"w": torch.zeros(1)}
-
-    monkeypatch.setattr(fc, "_convert_bytes", fake)
-    return calls
+def converter() -> CountingConverter:
+    """A tiny fake for the (slow) conversion, passed in as ``converter=``; counts how often it runs."""
+    return CountingConverter()
 
 
 def _distances(vectors: np.ndarray) -> np.ndarray:
@@ -213,31 +207,26 @@ def test_manifest_records_source_and_output(weights_dir: Path) -> None:
     assert not list(weights_dir.glob("*.tmp"))  # atomic writes leave no temporaries
 
 
-def test_second_call_reuses_cache_without_hashing(
-    cache_dir: Path, conversions: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_hashing(data: bytes) -> str:
-        raise AssertionError("an unchanged source must not be re-hashed")
-
-    monkeypatch.setattr(fc, "_sha256", no_hashing)
+def test_second_call_reuses_cache_without_hashing(cache_dir: Path, converter: CountingConverter) -> None:
     before = (cache_dir / fc.WEIGHTS_NAME).stat().st_mtime_ns
-    assert fc.ensure_facenet_weights(cache_dir) == cache_dir / fc.WEIGHTS_NAME
-    assert conversions == []
+    got = fc.ensure_facenet_weights(cache_dir, converter=converter, hasher=RefusingHasher())
+    assert got == cache_dir / fc.WEIGHTS_NAME
+    assert converter.calls == []
     assert (cache_dir / fc.WEIGHTS_NAME).stat().st_mtime_ns == before
 
 
-def test_touched_source_with_same_content_is_reused_and_restat(cache_dir: Path, conversions: list[int]) -> None:
+def test_touched_source_with_same_content_is_reused_and_restat(cache_dir: Path, converter: CountingConverter) -> None:
     _edit_manifest(cache_dir, lambda m: m.update(source_mtime_ns=1))
-    fc.ensure_facenet_weights(cache_dir)
-    assert conversions == []
+    fc.ensure_facenet_weights(cache_dir, converter=converter)
+    assert converter.calls == []
     manifest = json.loads((cache_dir / fc.MANIFEST_NAME).read_text())
     assert manifest["source_mtime_ns"] == fc.source_pb_path().stat().st_mtime_ns
 
 
-def test_changed_source_hash_reconverts(cache_dir: Path, conversions: list[int]) -> None:
+def test_changed_source_hash_reconverts(cache_dir: Path, converter: CountingConverter) -> None:
     _edit_manifest(cache_dir, lambda m: m.update(source_mtime_ns=1, source_sha256="0" * 64))
-    fc.ensure_facenet_weights(cache_dir)
-    assert len(conversions) == 1
+    fc.ensure_facenet_weights(cache_dir, converter=converter)
+    assert len(converter.calls) == 1
     manifest = json.loads((cache_dir / fc.MANIFEST_NAME).read_text())
     assert manifest["source_sha256"] == fc.EXPECTED_SOURCE_SHA256
 
@@ -253,10 +242,12 @@ def test_changed_source_hash_reconverts(cache_dir: Path, conversions: list[int])
         pytest.param(lambda d: (d / fc.WEIGHTS_NAME).unlink(), id="missing-weights"),
     ],
 )
-def test_damaged_cache_reconverts(cache_dir: Path, conversions: list[int], damage: Callable[[Path], object]) -> None:
+def test_damaged_cache_reconverts(
+    cache_dir: Path, converter: CountingConverter, damage: Callable[[Path], object]
+) -> None:
     damage(cache_dir)
-    fc.ensure_facenet_weights(cache_dir)
-    assert len(conversions) == 1
+    fc.ensure_facenet_weights(cache_dir, converter=converter)
+    assert len(converter.calls) == 1
     manifest = json.loads((cache_dir / fc.MANIFEST_NAME).read_text())
     assert manifest["weights_size"] == (cache_dir / fc.WEIGHTS_NAME).stat().st_size
 

@@ -15,6 +15,7 @@ from stream.identity.bestshot import (
     pose_score,
 )
 from stream.types import FaceCrop, TrackKey
+from tests.fakes import FakeRecognition
 
 FRAME_HW = (720, 1280)
 
@@ -252,9 +253,5 @@ def test_settings_validation_and_from_recognition() -> None:
     with pytest.raises(ValueError, match="recheck_s"):
         BestShotSettings(recheck_s=0.0)
 
-    class Rec:
-        max_attempts_per_track = 4
-        recheck_s = 2.5
-
-    s = BestShotSettings.from_recognition(Rec(), capacity=3)
+    s = BestShotSettings.from_recognition(FakeRecognition(max_attempts_per_track=4, recheck_s=2.5), capacity=3)
     assert (s.max_attempts, s.recheck_s, s.capacity) == (4, 2.5, 3)

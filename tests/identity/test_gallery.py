@@ -32,6 +32,7 @@ from stream.identity.quality import (
 from stream.identity.templates import fuse
 from stream.types import FaceDetections
 from tests.conftest import REPO, shared_file
+from tests.fakes import CountingDetector, CountingEmbedder, RecordingLogHandler
 
 KNN = "face_recognition/examples/knn_examples"
 INSIGHT = "insightface/cpp-package/inspireface/test_res/data"
@@ -42,15 +43,6 @@ DEEPFACE = "deepface/tests/unit/dataset"
 def models() -> Models:
     args = argparse.Namespace(model=None, arch=None, checkpoint=None, device="cpu", batch_size=None, strict_model=False)
     return build_models(AppConfig().resolve_paths(REPO), args)
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 def _copy(shared: Path, relative: str, dest: Path) -> Path:
@@ -98,7 +90,7 @@ def mixed(
 ) -> tuple[Path, Gallery, list[str]]:
     root = tmp_path_factory.mktemp("mixed") / "gallery"
     _build_mixed_gallery(shared_data, root)
-    handler = _Records()
+    handler = RecordingLogHandler()
     logger = logging.getLogger("stream.identity")
     logger.addHandler(handler)
     try:
@@ -179,42 +171,14 @@ def test_template_is_the_norm_weighted_fusion_of_the_kept_photos(
 # ------------------------------------------------------------------ (c) cache
 
 
-class _CountingEmbedder:
-    def __init__(self, inner: object) -> None:
-        self.inner = inner
-        self.crop_size = inner.crop_size  # type: ignore[attr-defined]
-        self.crop_kind = inner.crop_kind  # type: ignore[attr-defined]
-        self.model_id = inner.model_id  # type: ignore[attr-defined]
-        self.calls = 0
-        self.crops = 0
-
-    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.calls += 1
-        self.crops += len(crops)
-        return self.inner.embed(crops)  # type: ignore[attr-defined]
-
-
-class _CountingDetector:
-    def __init__(self, inner: object) -> None:
-        self.inner = inner
-        self.settings = inner.settings  # type: ignore[attr-defined]
-        self.images = 0
-
-    def detect_one(self, image: np.ndarray) -> FaceDetections:
-        self.images += 1
-        return self.inner.detect_one(image)  # type: ignore[attr-defined]
-
-
-def _spied(models: Models) -> tuple[Models, _CountingDetector, _CountingEmbedder]:
-    detector, embedder = _CountingDetector(models.detector), _CountingEmbedder(models.embedder)
+def _spied(models: Models) -> tuple[Models, CountingDetector, CountingEmbedder]:
+    detector, embedder = CountingDetector(models.detector), CountingEmbedder(models.embedder)
     return dataclasses.replace(models, detector=detector, embedder=embedder, batch_size=2), detector, embedder
 
 
-def _reset(*spies: _CountingDetector | _CountingEmbedder) -> None:
+def _reset(*spies: CountingDetector | CountingEmbedder) -> None:
     for spy in spies:
-        for name in ("images", "calls", "crops"):
-            if hasattr(spy, name):
-                setattr(spy, name, 0)
+        spy.reset()
 
 
 def test_cache_redoes_only_new_or_changed_photos(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from stream.identity.matcher import Matcher
 from stream.types import Identity, Match
+from tests.fakes import FakeGallery, FakePerson
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -134,25 +133,12 @@ def test_one_person_gallery_decides_by_threshold_alone() -> None:
 # ------------------------------------------------------------------ per-image
 
 
-@dataclass(frozen=True)
-class _Person:
-    vectors: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Gallery:
-    names: tuple[str, ...]
-    templates: np.ndarray
-    people: tuple[_Person, ...]
-    model_id: str = "test:0"
-
-
 def test_per_image_takes_each_persons_best_image() -> None:
     rng = np.random.default_rng(3)
     counts = [3, 1, 4, 2]
     blocks = [_unit(rng, c, 32) for c in counts]
     templates = np.stack([b.sum(0) / np.linalg.norm(b.sum(0)) for b in blocks]).astype(np.float32)
-    gallery = _Gallery(("a", "b", "c", "d"), templates, tuple(_Person(b) for b in blocks))
+    gallery = FakeGallery(("a", "b", "c", "d"), templates, tuple(FakePerson(b) for b in blocks))
     queries = _unit(rng, 6, 32)
     per_image = Matcher.from_gallery(gallery, 0.3, 0.05, top_k=4, per_image=True)
     expected = np.stack([(queries @ b.T).max(axis=1) for b in blocks], axis=1)

@@ -8,6 +8,7 @@ import pytest
 from stream.identity.matcher import Matcher
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.types import Embedding, EventKind, TrackKey
+from tests.fakes import FakeRecognition
 
 DIM = 64
 NAMES = ("alice", "bob", "carol")
@@ -166,7 +167,4 @@ def test_settings_validation(world) -> None:
     with pytest.raises(ValueError, match="switch_votes"):
         VotingSettings(switch_votes=0)
 
-    class Rec:
-        min_votes = 4
-
-    assert VotingSettings.from_recognition(Rec()).min_votes == 4
+    assert VotingSettings.from_recognition(FakeRecognition(min_votes=4)).min_votes == 4

@@ -12,7 +12,8 @@ from stream.pipeline.channels import Channel, LatestSlot, Stopped
 from stream.pipeline.graph import _segments
 from stream.pipeline.inbox import FileInbox, LiveInbox
 from stream.pipeline.messages import Detected, EndOfStream
-from stream.types import FaceDetections, Frame
+from stream.types import Frame
+from tests.fakes import RecordingDetect
 
 
 def _frame(stream: str, index: int, size: int = 8) -> Frame:
@@ -76,12 +77,8 @@ def test_file_batches_are_full_round_robin_and_keep_each_stream_in_order() -> No
 
 
 def test_detect_batch_skips_frames_and_groups_sizes() -> None:
-    calls = []
-
-    def detect(images):
-        calls.append([im.shape for im in images])
-        return [FaceDetections.empty() for _ in images]
-
+    detect = RecordingDetect()
+    calls = detect.calls
     batch = [_frame("a", 0), _frame("a", 1), _frame("b", 0, size=16), EndOfStream("a")]
     out = detect_batch(batch, detect, lambda f: f.index % 2 == 0)
     assert sorted(len(c) for c in calls) == [1, 1]  # one call per frame size, frame 1 skipped

@@ -37,8 +37,8 @@ from stream.sources import (
     open_source,
 )
 from stream.sources.base import pts_or_fallback
-from stream.types import Frame
 from tests.conftest import REPO, SYSTEM_PYTHON
+from tests.fakes import Collector
 
 SERVER = REPO / "scripts" / "rtsp_server.py"
 W, H = 160, 120
@@ -106,33 +106,6 @@ def rtsp_clip(media: Path) -> Path:
 
 
 # ---------------------------------------------------------------- consumer helpers
-
-
-class Collector:
-    """A thread-safe emit() that records everything; can be told to refuse after N frames."""
-
-    def __init__(self, stop_after_frames: int | None = None) -> None:
-        self.items: list[Frame | SourceStatus] = []
-        self._cond = threading.Condition()
-        self._stop_after = stop_after_frames
-
-    def __call__(self, item: Frame | SourceStatus) -> bool:
-        with self._cond:
-            self.items.append(item)
-            self._cond.notify_all()
-            return self._stop_after is None or len(self.frames) < self._stop_after
-
-    @property
-    def frames(self) -> list[Frame]:
-        return [x for x in list(self.items) if isinstance(x, Frame)]
-
-    @property
-    def statuses(self) -> list[SourceStatus]:
-        return [x for x in list(self.items) if isinstance(x, SourceStatus)]
-
-    def wait_for(self, predicate: Callable[[Collector], bool], timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: predicate(self), timeout)
 
 
 def run_file(source: FrameSource, collector: Collector | None = None) -> tuple[SourceStats, Collector]:
