@@ -33,6 +33,7 @@ def _config(tmp_path: Path) -> Path:
     return cfg
 
 
+@pytest.mark.slow
 def test_demo_names_the_demo_identity(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     summary = tmp_path / "summary.json"
@@ -48,6 +49,7 @@ def test_demo_names_the_demo_identity(tmp_path: Path) -> None:
     assert list((tmp_path / "rec" / "snapshots").glob("*.jpg"))
 
 
+@pytest.mark.slow
 def test_file_mode_keeps_every_frame_and_is_deterministic(shared_data: Path, tmp_path: Path) -> None:
     clip = shared_file(shared_data, VIDEO)
     runs = []
@@ -65,6 +67,7 @@ def test_file_mode_keeps_every_frame_and_is_deterministic(shared_data: Path, tmp
     assert min(int(line.split(",")[0]) for line in lines) >= 1
 
 
+@pytest.mark.slow
 def test_two_files_as_two_streams(tmp_path: Path) -> None:
     from stream.demo import prepare_demo
 
@@ -84,6 +87,7 @@ def test_two_files_as_two_streams(tmp_path: Path) -> None:
     assert sorted(set(report["identities"].values()) - {None}) == ["eileen_collins"]
 
 
+@pytest.mark.slow
 def test_otb_david_image_sequence_is_named(shared_data: Path, tmp_path: Path) -> None:
     frames = shared_file(shared_data, "otb-david/demo/David/img")
     gallery = tmp_path / "gallery" / "david"
@@ -107,6 +111,7 @@ def test_bad_source_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["run", "--config", str(_config(tmp_path)), "--source", str(tmp_path / "missing.mp4")]) == 2
 
 
+@pytest.mark.slow
 def test_stage_error_stops_the_pipeline_with_one_line(
     shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -164,6 +164,7 @@ def test_non_video_with_mp4_extension(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "notes.mp4" in _error_line(err)
 
 
+@pytest.mark.slow
 def test_corrupt_frames_mid_file_are_skipped_and_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     full = write_video(tmp_path / "full.mp4", 90, noise=True, faststart=True)
     data = bytearray(full.read_bytes())
@@ -197,6 +198,7 @@ def test_unsupported_codec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "oddcodec.mp4" in _error_line(err)
 
 
+@pytest.mark.slow
 def test_image_folder_with_non_images(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     face = shared_file(shared_data, FACE)
     folder = tmp_path / "frames"
@@ -233,6 +235,7 @@ def _odd_images(face: Path, folder: Path) -> None:
     cv2.imwrite(str(folder / "huge.jpg"), huge)
 
 
+@pytest.mark.slow
 def test_odd_image_formats_through_embed(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     face = shared_file(shared_data, FACE)
     folder = tmp_path / "odd"
@@ -254,6 +257,7 @@ def test_odd_image_formats_through_embed(shared_data: Path, tmp_path: Path, caps
 # ---------------------------------------------------------------- gallery
 
 
+@pytest.mark.slow
 def test_empty_person_folder_is_reported(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     face = shared_file(shared_data, FACE)
     gallery = tmp_path / "gallery"
@@ -342,6 +346,7 @@ def test_malicious_pickle_checkpoint_is_refused(
 # ---------------------------------------------------------------- outputs
 
 
+@pytest.mark.slow
 def test_output_folder_not_writable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = write_video(tmp_path / "clip.mp4", 10)
     blocker = tmp_path / "blocker"
@@ -359,6 +364,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 
 
+@pytest.mark.slow
 def test_disk_full_on_output(tmp_path: Path) -> None:
     clip = write_video(tmp_path / "clip.mp4", 150, noise=True)
     out = tmp_path / "full" / "out.mp4"
@@ -371,6 +377,7 @@ def test_disk_full_on_output(tmp_path: Path) -> None:
     assert "out.mp4" in _error_line(err)
 
 
+@pytest.mark.slow
 def test_two_instances_share_the_events_db(tmp_path: Path) -> None:
     from stream.demo import prepare_demo
 
@@ -415,6 +422,7 @@ def _interrupt_live(tmp_path: Path, url: str, *extra: str) -> tuple[_Proc, int, 
             proc.proc.kill()
 
 
+@pytest.mark.slow
 def test_unreachable_url_retries_until_interrupted(tmp_path: Path) -> None:
     url = f"rtsp://127.0.0.1:{_free_port()}/x"
     proc, code, seconds, _ = _interrupt_live(tmp_path, url)
@@ -424,6 +432,7 @@ def test_unreachable_url_retries_until_interrupted(tmp_path: Path) -> None:
     assert sum(url in line for line in proc.err_lines) >= 2, proc.err  # retried, with the URL named
 
 
+@pytest.mark.slow
 def test_password_in_url_appears_in_no_output(tmp_path: Path) -> None:
     url = f"rtsp://user:{PASSWORD}@127.0.0.1:{_free_port()}/cam"
     port = _free_port()

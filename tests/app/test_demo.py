@@ -66,6 +66,7 @@ def gallery(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Gallery
 # ------------------------------------------------------------------ clip and scene
 
 
+@pytest.mark.slow
 def test_clip_is_h264_with_the_asked_shape(clip: Path) -> None:
     frames, stream = _decode(clip)
     assert stream.codec_context.name == "h264"
@@ -77,6 +78,7 @@ def test_clip_is_h264_with_the_asked_shape(clip: Path) -> None:
     assert clip.stat().st_size < 3_000_000
 
 
+@pytest.mark.slow
 def test_same_seed_same_clip_other_seed_other_background(clip: Path, frames: list[np.ndarray], tmp_path: Path) -> None:
     again = make_demo_clip(tmp_path / "again.mp4")
     other = make_demo_clip(tmp_path / "other.mp4", seconds=0.2, seed=1)
@@ -126,12 +128,14 @@ def test_prepare_demo_makes_once_and_remakes_when_outdated(tmp_path: Path) -> No
 # ------------------------------------------------------------------ recognition on the demo
 
 
+@pytest.mark.slow
 def test_demo_gallery_enrolls_eileen_only(gallery: Gallery) -> None:
     assert gallery.names == (EILEEN,)
     assert len(gallery.people[0].images) >= 4, gallery.rejections
     assert gallery.rejections == ()
 
 
+@pytest.mark.slow
 def test_eileen_matches_and_hopper_does_not(frames: list[np.ndarray], models: Models, gallery: Gallery) -> None:
     threshold = default_threshold(models.embedder.model_id)
     template = gallery.person(EILEEN).template  # type: ignore[union-attr]

@@ -44,6 +44,8 @@ from stream.app import App, RunOptions, build_app
 from stream.config import parse_config
 from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text
 
+pytestmark = pytest.mark.slow  # RTSP server, run.py subprocesses, the soak and the real pipeline
+
 SERVER = REPO / "scripts" / "rtsp_server.py"
 
 

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from stream.app import RunOptions, build_app
 from stream.config import parse_config
 from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text, shared_file
+
+pytestmark = pytest.mark.slow  # RTSP server, run.py subprocesses and the real pipeline on live video
 
 
 def _free_port() -> int:

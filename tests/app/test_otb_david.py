@@ -48,6 +48,8 @@ from tests.identity.test_identification import CLUSTERS
 from tests.mot_helpers import mot_summary
 from trackers import Tracker, TrackerSettings, TrackSnapshot, TrackState, iou_matrix
 
+pytestmark = pytest.mark.slow  # real MTCNN over 471 frames and real FaceNet
+
 DAVID = "otb-david/demo/David"
 FIRST, LAST = 300, 770
 FPS = 30.0

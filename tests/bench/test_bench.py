@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, shared_file
+
+pytestmark = pytest.mark.slow  # `python -m bench` and bench/gpu.sh subprocesses with the real models
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

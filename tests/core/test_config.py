@@ -129,11 +129,13 @@ def test_cli_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_py_help_lists_subcommands() -> None:
     out = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     assert "config" in out.stdout and "run" in out.stdout
 
 
+@pytest.mark.slow
 def test_run_py_config_prints_and_unknown_key_exits_2(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "run.py", "config"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0 and "detection:" in ok.stdout
@@ -193,6 +195,7 @@ def test_unknown_profile_is_a_one_line_error_naming_it() -> None:
         parse_config("profile: cpu\ndetection:\n  detect_width: 10\n")  # presets do not hide field errors
 
 
+@pytest.mark.slow
 def test_run_py_config_shows_the_profile_values(tmp_path: Path) -> None:
     from stream.config import PROFILES
 

@@ -165,6 +165,7 @@ def test_unknown_arch_names_allowed() -> None:
 # --- forward ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_forward_shapes_dtypes_unit_norm(ir18: nn.Module) -> None:
     x = preprocess_bgr(random_crops(3))
     with torch.inference_mode():
@@ -175,6 +176,7 @@ def test_forward_shapes_dtypes_unit_norm(ir18: nn.Module) -> None:
     assert bool((norm > 0).all())
 
 
+@pytest.mark.slow
 def test_ir101_forward_small_batch() -> None:
     torch.manual_seed(1)
     model = build_backbone("ir_101").eval()
@@ -184,6 +186,7 @@ def test_ir101_forward_small_batch() -> None:
     assert torch.isfinite(emb).all() and torch.isfinite(norm).all()
 
 
+@pytest.mark.slow
 def test_channels_last_matches_contiguous() -> None:
     torch.manual_seed(2)
     model = randomized(build_backbone("ir_18"), seed=2)
@@ -239,6 +242,7 @@ def test_preprocess_rejects_bad_input(crops: np.ndarray, error: type[Exception])
 # --- checkpoints -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lightning_checkpoint_loads_and_reproduces_outputs(ir18: nn.Module, tmp_path: Path) -> None:
     path = lightning_ckpt(ir18, tmp_path / "adaface_ir18.ckpt")
     state = load_adaface_state(path, "ir_18")
@@ -251,6 +255,7 @@ def test_lightning_checkpoint_loads_and_reproduces_outputs(ir18: nn.Module, tmp_
     assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
 
 
+@pytest.mark.slow
 def test_embedder_from_file_equals_embedder_from_module(ir18: nn.Module, tmp_path: Path) -> None:
     path = lightning_ckpt(ir18, tmp_path / "a.ckpt")
     from_file = AdaFaceEmbedder("ir_18", path)
@@ -263,6 +268,7 @@ def test_embedder_from_file_equals_embedder_from_module(ir18: nn.Module, tmp_pat
     assert from_module.model_id.startswith("adaface:ir_18:")
 
 
+@pytest.mark.slow
 def test_bare_state_dict_loads_with_or_without_prefix(ir18: nn.Module, tmp_path: Path) -> None:
     torch.save(ir18.state_dict(), tmp_path / "bare.pt")
     torch.save({f"model.{k}": v for k, v in ir18.state_dict().items()}, tmp_path / "prefixed.pt")
@@ -271,6 +277,7 @@ def test_bare_state_dict_loads_with_or_without_prefix(ir18: nn.Module, tmp_path:
         assert all(torch.equal(state[k], v) for k, v in ir18.state_dict().items())
 
 
+@pytest.mark.slow
 def test_wrong_arch_is_one_line_naming_both(ir18: nn.Module, tmp_path: Path) -> None:
     path = lightning_ckpt(ir18, tmp_path / "ir18.ckpt")
     with pytest.raises(CheckpointError) as info:
@@ -295,6 +302,7 @@ def test_malicious_pickle_refused_without_running(tmp_path: Path, capsys: pytest
     assert "pwned" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_non_tensor_objects_need_opt_in(ir18: nn.Module, tmp_path: Path) -> None:
     path = lightning_ckpt(ir18, tmp_path / "hp.ckpt", hyper_parameters=argparse.Namespace(arch="ir_18"))
     with pytest.raises(CheckpointError, match="allow_unsafe_pickle.*trust"):
@@ -325,6 +333,7 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
 # --- embedder --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embedder_chunks_and_empty(ir18: nn.Module) -> None:
     embedder = AdaFaceEmbedder("ir_18", ir18, batch_size=2)
     assert (embedder.crop_size, embedder.crop_kind) == (112, "template")
@@ -340,6 +349,7 @@ def test_embedder_chunks_and_empty(ir18: nn.Module) -> None:
     assert empty_vectors.shape == (0, 512) and empty_norms.shape == (0,)
 
 
+@pytest.mark.slow
 def test_embedder_bf16_autocast_keeps_norm_fp32(ir18: nn.Module) -> None:
     captured: list[torch.Tensor] = []
     hook = ir18.output_layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
@@ -353,6 +363,7 @@ def test_embedder_bf16_autocast_keeps_norm_fp32(ir18: nn.Module) -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_embedder_rejects_bad_settings(ir18: nn.Module) -> None:
     with pytest.raises(ValueError, match="precision"):
         AdaFaceEmbedder("ir_18", ir18, precision="int8")  # type: ignore[arg-type]

@@ -508,6 +508,7 @@ def test_box_crop_rejects_bad_boxes():
 # ------------------------------------------------------------------- live facenet-pytorch
 
 
+@pytest.mark.slow
 def test_end_to_end_with_facenet_mtcnn_landmarks(shared_data: Path):
     from PIL import Image
 

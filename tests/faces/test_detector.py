@@ -101,15 +101,18 @@ def test_detector_min_face_is_scaled_with_a_floor_of_pnet_window(min_face_px: in
 # --- input checks -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_empty_batch_returns_empty_list(detector: MtcnnDetector) -> None:
     assert detector.detect([]) == []
 
 
+@pytest.mark.slow
 def test_frames_of_different_sizes_are_rejected(detector: MtcnnDetector) -> None:
     with pytest.raises(ValueError, match=r"frames\[1\]"):
         detector.detect([np.zeros((40, 60, 3), np.uint8), np.zeros((40, 61, 3), np.uint8)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
@@ -123,6 +126,7 @@ def test_bad_frames_are_rejected(detector: MtcnnDetector, frame: np.ndarray, err
         detector.detect_one(frame)
 
 
+@pytest.mark.slow
 def test_frame_smaller_than_min_face_gives_empty(detector: MtcnnDetector) -> None:
     # facenet-pytorch's detect_face raises on such frames (empty scale pyramid).
     assert_empty(detector.detect_one(np.full((10, 10, 3), 128, np.uint8)))
@@ -131,6 +135,7 @@ def test_frame_smaller_than_min_face_gives_empty(detector: MtcnnDetector) -> Non
 # --- real images ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FACE_IMAGES))
 def test_single_face_with_plausible_landmarks(detector: MtcnnDetector, shared_data: Path, name: str) -> None:
     image = read_bgr(shared_data, FACE_IMAGES[name])
@@ -148,10 +153,12 @@ def test_single_face_with_plausible_landmarks(detector: MtcnnDetector, shared_da
     assert (points[:, 1] > y1).all() and (points[:, 1] < y2).all()
 
 
+@pytest.mark.slow
 def test_no_face_image_gives_empty_arrays(detector: MtcnnDetector, shared_data: Path) -> None:
     assert_empty(detector.detect_one(read_bgr(shared_data, NO_FACE_IMAGE)))
 
 
+@pytest.mark.slow
 def test_group_selfie_finds_at_least_five_faces(detector: MtcnnDetector, shared_data: Path) -> None:
     dets = detector.detect_one(read_bgr(shared_data, GROUP_IMAGE))
     assert len(dets) >= 5
@@ -160,6 +167,7 @@ def test_group_selfie_finds_at_least_five_faces(detector: MtcnnDetector, shared_
     assert (dets.boxes[:, 2] > dets.boxes[:, 0]).all() and (dets.boxes[:, 3] > dets.boxes[:, 1]).all()
 
 
+@pytest.mark.slow
 def test_edge_pad_recovers_edge_faces_and_keeps_coordinates(detector: MtcnnDetector, shared_data: Path) -> None:
     image = read_bgr(shared_data, GROUP_IMAGE)
     stock = MtcnnDetector(DetectorSettings(edge_pad=0.0, warmup=False)).detect_one(image)
@@ -177,6 +185,7 @@ def test_edge_pad_recovers_edge_faces_and_keeps_coordinates(detector: MtcnnDetec
         assert eye_error < (6.0 if inside else 20.0)
 
 
+@pytest.mark.slow
 def test_batch_with_face_less_frames_matches_single_frames(detector: MtcnnDetector, shared_data: Path) -> None:
     batch = _mixed_batch(shared_data)
     singles = [detector.detect_one(frame) for frame in batch]
@@ -189,6 +198,7 @@ def test_batch_with_face_less_frames_matches_single_frames(detector: MtcnnDetect
     assert_empty(results[2])
 
 
+@pytest.mark.slow
 def test_batch_failure_inside_facenet_falls_back_per_frame(detector: MtcnnDetector, shared_data: Path) -> None:
     batch = _mixed_batch(shared_data)
     want = [detector.detect_one(frame) for frame in batch]
@@ -199,6 +209,7 @@ def test_batch_failure_inside_facenet_falls_back_per_frame(detector: MtcnnDetect
     assert flaky.batch_fallbacks == before + 1
 
 
+@pytest.mark.slow
 def test_single_frame_failure_inside_facenet_names_the_frame() -> None:
     detector = MtcnnDetector(DetectorSettings(warmup=False), detect_face=AlwaysFailingDetectFace())
     frames = [np.zeros((64, 64, 3), np.uint8)] * 2
@@ -206,6 +217,7 @@ def test_single_frame_failure_inside_facenet_names_the_frame() -> None:
         detector.detect(frames)
 
 
+@pytest.mark.slow
 def test_detect_width_maps_back_to_full_frame(detector: MtcnnDetector, shared_data: Path) -> None:
     image = read_bgr(shared_data, GROUP_IMAGE)
     height, width = image.shape[:2]
@@ -221,6 +233,7 @@ def test_detect_width_maps_back_to_full_frame(detector: MtcnnDetector, shared_da
     np.testing.assert_allclose(got.landmarks[order], 2 * want.landmarks, atol=6.0)
 
 
+@pytest.mark.slow
 def test_detect_width_never_upscales(detector: MtcnnDetector, shared_data: Path) -> None:
     image = read_bgr(shared_data, GROUP_IMAGE)
     wide = MtcnnDetector(DetectorSettings(detect_width=4 * image.shape[1], warmup=False))

@@ -130,6 +130,7 @@ class Parity:
 # --- parity with stock ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_parity_on_still_images(shared_data: Path, stock_mtcnn: torch.nn.Module, fast: FastMtcnn) -> None:
     parity = Parity()
     for relative in STILLS:
@@ -138,6 +139,7 @@ def test_parity_on_still_images(shared_data: Path, stock_mtcnn: torch.nn.Module,
     parity.check("stills")
 
 
+@pytest.mark.slow
 def test_parity_on_a_720p_video_batch(shared_data: Path, stock_mtcnn: torch.nn.Module, fast: FastMtcnn) -> None:
     frames = video_frames(shared_data)
     parity = Parity()
@@ -175,6 +177,7 @@ def assert_empty(faces: MtcnnFaces) -> None:
     assert faces.landmarks.shape == (0, 5, 2) and faces.landmarks.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_no_faces_and_empty_batches(fast: FastMtcnn) -> None:
     assert fast.detect(np.zeros((0, 64, 64, 3), np.uint8)) == []
     assert fast.detect([]) == []
@@ -187,6 +190,7 @@ def test_no_faces_and_empty_batches(fast: FastMtcnn) -> None:
     assert_empty(tiny[0])
 
 
+@pytest.mark.slow
 def test_output_shapes_on_a_face(shared_data: Path, fast: FastMtcnn) -> None:
     image = read_rgb(shared_data, STILLS[0])
     single = fast.detect(image)  # (H, W, 3) is a batch of one
@@ -199,6 +203,7 @@ def test_output_shapes_on_a_face(shared_data: Path, fast: FastMtcnn) -> None:
     assert (np.diff(faces.scores) <= 0).all()  # best first
 
 
+@pytest.mark.slow
 def test_mixed_sizes_and_bad_input_are_rejected(fast: FastMtcnn) -> None:
     with pytest.raises(ValueError, match=r"images\[1\]"):
         fast.detect([np.zeros((40, 60, 3), np.uint8), np.zeros((40, 61, 3), np.uint8)])
@@ -219,6 +224,7 @@ def test_backend_setting_is_validated() -> None:
         DetectorSettings(backend="turbo")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_adapter_fast_backend_matches_stock(shared_data: Path) -> None:
     group = cv2.imread(str(shared_file(shared_data, STILLS[1])), cv2.IMREAD_COLOR)
     blank = np.zeros_like(group)

@@ -126,6 +126,7 @@ def _pairs_csv(folder: Path, deepface: Path) -> Path:
     return folder / "pairs.csv"
 
 
+@pytest.mark.slow
 def test_calibrate_pairs_reports_and_plots(models: Models, deepface: Path, tmp_path: Path) -> None:
     plot = tmp_path / "hist.png"
     text, result = run_calibrate(models, pairs_csv=_pairs_csv(tmp_path, deepface), target_far=1e-3, plot_path=plot)
@@ -140,12 +141,14 @@ def test_calibrate_pairs_reports_and_plots(models: Models, deepface: Path, tmp_p
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.slow
 def test_calibrate_missing_image_names_the_file(models: Models, tmp_path: Path) -> None:
     (tmp_path / "pairs.csv").write_text("file_x,file_y,same\nghost.jpg,ghost2.jpg,0\n")
     with pytest.raises(UserError, match=r"line 2: image ghost.jpg not found"):
         run_calibrate(models, pairs_csv=tmp_path / "pairs.csv")
 
 
+@pytest.mark.slow
 def test_calibrate_needs_exactly_one_source_and_a_sane_far(models: Models, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="exactly one of --pairs CSV or --gallery DIR"):
         run_calibrate(models)
@@ -191,6 +194,7 @@ def tiny_gallery(models: Models, gallery_dir: Path) -> Gallery:
     return gallery
 
 
+@pytest.mark.slow
 def test_identify_json_names_a_known_face(models: Models, tiny_gallery: Gallery, deepface: Path) -> None:
     faces = run_identify(models, tiny_gallery, deepface / "img4.jpg", threshold=None, min_margin=0.05)
     assert len(faces) >= 1
@@ -202,12 +206,14 @@ def test_identify_json_names_a_known_face(models: Models, tiny_gallery: Gallery,
     assert "angelina (score" in format_identities(faces, as_json=False)
 
 
+@pytest.mark.slow
 def test_identify_stranger_is_null_and_per_image_works(models: Models, tiny_gallery: Gallery, deepface: Path) -> None:
     faces = run_identify(models, tiny_gallery, deepface / "img18.jpg", None, 0.05, per_image=True)  # Elon
     assert faces and faces[0]["person"] is None and faces[0]["score"] < 0.42
     assert json.loads(format_identities(faces, as_json=True))[0]["person"] is None
 
 
+@pytest.mark.slow
 def test_identify_unreadable_or_faceless_image(models: Models, tiny_gallery: Gallery, tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
@@ -221,12 +227,14 @@ def test_identify_unreadable_or_faceless_image(models: Models, tiny_gallery: Gal
     assert format_identities([], as_json=True) == "[]" and format_identities([], as_json=False) == "no faces found"
 
 
+@pytest.mark.slow
 def test_identify_refuses_a_gallery_of_another_model(models: Models, tiny_gallery: Gallery, deepface: Path) -> None:
     other = dataclasses.replace(tiny_gallery, model_id="adaface:ir_101:0")
     with pytest.raises(UserError, match="gallery was enrolled with adaface:ir_101:0"):
         run_identify(models, other, deepface / "img4.jpg", None, 0.05)
 
 
+@pytest.mark.slow
 def test_identify_enrolls_a_gallery_folder(models: Models, gallery_dir: Path, deepface: Path) -> None:
     faces = run_identify(models, gallery_dir, deepface / "img4.jpg", None, 0.05, use_cache=False)
     assert faces[0]["person"] == "angelina"
@@ -234,6 +242,7 @@ def test_identify_enrolls_a_gallery_folder(models: Models, gallery_dir: Path, de
         run_identify(models, gallery_dir / "nope", deepface / "img4.jpg", None, 0.05)
 
 
+@pytest.mark.slow
 def test_calibrate_on_the_gallery(models: Models, tiny_gallery: Gallery, gallery_dir: Path, tmp_path: Path) -> None:
     data = gallery_scores(models, tiny_gallery)
     assert data.images == 4 and int(data.same.sum()) == 2 and int((~data.same).sum()) == 4

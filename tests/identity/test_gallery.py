@@ -107,6 +107,7 @@ def _reasons(gallery: Gallery) -> dict[str, str]:
 # ------------------------------------------------------------------ (a), (b) rejections on real photos
 
 
+@pytest.mark.slow
 def test_bad_photos_are_rejected_with_reasons_and_good_ones_enrolled(mixed: tuple[Path, Gallery, list[str]]) -> None:
     _, gallery, _ = mixed
     reasons = _reasons(gallery)
@@ -121,6 +122,7 @@ def test_bad_photos_are_rejected_with_reasons_and_good_ones_enrolled(mixed: tupl
     assert obama.images == ("obama/obama.jpg", "obama/obama1.jpg", "obama/obama2.jpg")
 
 
+@pytest.mark.slow
 def test_unreadable_files_are_rejected_without_stopping_the_others(mixed: tuple[Path, Gallery, list[str]]) -> None:
     _, gallery, _ = mixed
     reasons = _reasons(gallery)
@@ -130,6 +132,7 @@ def test_unreadable_files_are_rejected_without_stopping_the_others(mixed: tuple[
     assert all(r.person == r.file.split("/")[0] for r in gallery.rejections)
 
 
+@pytest.mark.slow
 def test_a_photo_of_someone_else_is_an_outlier(mixed: tuple[Path, Gallery, list[str]]) -> None:
     _, gallery, _ = mixed
     assert _reasons(gallery)["biden/not_biden.jpg"].startswith("outlier (cosine ")
@@ -137,6 +140,7 @@ def test_a_photo_of_someone_else_is_an_outlier(mixed: tuple[Path, Gallery, list[
     assert biden is not None and biden.images == ("biden/biden.jpg", "biden/biden2.jpg")
 
 
+@pytest.mark.slow
 def test_empty_person_root_files_and_hidden_folders(mixed: tuple[Path, Gallery, list[str]]) -> None:
     root, gallery, messages = mixed
     assert gallery.names == ("biden", "obama")
@@ -148,6 +152,7 @@ def test_empty_person_root_files_and_hidden_folders(mixed: tuple[Path, Gallery, 
 # ------------------------------------------------------------------ (d) templates
 
 
+@pytest.mark.slow
 def test_template_is_the_norm_weighted_fusion_of_the_kept_photos(
     mixed: tuple[Path, Gallery, list[str]], models: Models
 ) -> None:
@@ -181,6 +186,7 @@ def _reset(*spies: CountingDetector | CountingEmbedder) -> None:
         spy.reset()
 
 
+@pytest.mark.slow
 def test_cache_redoes_only_new_or_changed_photos(
     tmp_path: Path, shared_data: Path, models: Models, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -238,6 +244,7 @@ def _cached_files(root: Path, models: Models) -> list[str]:
         return [str(f) for f in data["files"]]
 
 
+@pytest.mark.slow
 def test_gates_apply_to_cached_records_without_re_embedding(
     mixed: tuple[Path, Gallery, list[str]], models: Models
 ) -> None:
@@ -252,6 +259,7 @@ def test_gates_apply_to_cached_records_without_re_embedding(
 # ------------------------------------------------------------------ (e) the enroll command
 
 
+@pytest.mark.slow
 def test_enroll_command_json_and_table(mixed: tuple[Path, Gallery, list[str]], models: Models) -> None:
     root, gallery, _ = mixed
     text, code = run_enroll(models, root, as_json=True)
@@ -273,6 +281,7 @@ def test_enroll_command_json_and_table(mixed: tuple[Path, Gallery, list[str]], m
     assert "2 of 3 people enrolled" in table
 
 
+@pytest.mark.slow
 def test_enroll_command_exits_2_without_a_gallery_or_anybody_enrolled(tmp_path: Path, models: Models) -> None:
     with pytest.raises(UserError, match="gallery folder not found"):
         run_enroll(models, tmp_path / "missing", as_json=False)

@@ -19,6 +19,8 @@ from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
 from tests.conftest import REPO, shared_file
 
+pytestmark = pytest.mark.slow  # real MTCNN and FaceNet enrollment of the deepface identities
+
 # Identity clusters of ../shared/data/deepface (MANIFEST.md), in the manifest's order.
 CLUSTERS = {
     "A": [1, 2, 4, 5, 6, 7, 10, 11],

@@ -201,6 +201,7 @@ def test_templates_are_kept_read_only_without_a_copy() -> None:
 # ------------------------------------------------------------------ scale
 
 
+@pytest.mark.slow
 def test_100k_persons_batch_of_32() -> None:
     rng = np.random.default_rng(7)
     persons, dim = 100_000, 512

@@ -73,6 +73,7 @@ def test_cli_strict_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err[-1].startswith("error: AdaFace checkpoint") and "none.ckpt not found" in err[-1]
 
 
+@pytest.mark.slow
 def test_wrong_arch_checkpoint_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
@@ -129,6 +130,7 @@ def test_read_bgr_rejects_non_images_with_the_file_name(tmp_path: Path, content:
 # ------------------------------------------------------------------ embed
 
 
+@pytest.mark.slow
 def test_embed_deepface_folder(models: Models, shared_data: Path, tmp_path: Path) -> None:
     folder = shared_file(shared_data, DEEPFACE)
     summary = run_embed(models, folder, tmp_path, recursive=False)
@@ -146,6 +148,7 @@ def test_embed_deepface_folder(models: Models, shared_data: Path, tmp_path: Path
     assert all(float(r["norm"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_embed_skips_bad_files_and_counts_faceless_images(models: Models, face_rgb: np.ndarray, tmp_path: Path) -> None:
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -162,6 +165,7 @@ def test_embed_skips_bad_files_and_counts_faceless_images(models: Models, face_r
     assert sorted(r["aligned_path"] for r in rows) == ["aligned/face_0.png", "aligned/sub__face_rgba_0.png"]
 
 
+@pytest.mark.slow
 def test_embed_cli_bad_input_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["embed", "--input-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")]) == 2
     assert "not a folder" in capsys.readouterr().err
@@ -177,6 +181,7 @@ def _pairs(folder: Path) -> list[tuple[str, str, bool]]:
     return pairs
 
 
+@pytest.mark.slow
 def test_verification_accuracy_on_deepface_pairs(models: Models, shared_data: Path) -> None:
     folder = shared_file(shared_data, DEEPFACE)
     pairs = _pairs(folder)
@@ -198,6 +203,7 @@ def test_verification_accuracy_on_deepface_pairs(models: Models, shared_data: Pa
     assert accuracy_at(scores, same, threshold) >= 0.98
 
 
+@pytest.mark.slow
 def test_verify_cli_json(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = shared_file(shared_data, "adaface/face_alignment/test_images")
     assert main(["verify", str(folder / "img1.jpeg"), str(folder / "img2.jpeg"), "--json", "--device", "cpu"]) == 0
@@ -209,6 +215,7 @@ def test_verify_cli_json(shared_data: Path, capsys: pytest.CaptureFixture[str]) 
     assert different["same"] is False and different["cosine"] < same["cosine"]
 
 
+@pytest.mark.slow
 def test_verify_without_face_is_a_clear_error(
     tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -343,6 +343,7 @@ def test_lavfi_live_source_runs_in_real_time_and_stops_fast(clip: Path) -> None:
     assert run.stats is not None and run.stats.frames_read == len(frames) and run.stats.epochs == 1
 
 
+@pytest.mark.slow
 def test_stall_watchdog_reconnects_a_stream_that_stops_delivering_frames() -> None:
     # one frame per second, but the watchdog allows only 0.3 s between frames: every gap is a stall
     source = LiveSource.from_url(
@@ -439,6 +440,7 @@ def fast_live(url: str, **kwargs: float) -> LiveSource:
     return LiveSource.from_url("rtsp", url, backoff_initial_s=0.25, backoff_max_s=1.0, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("rtsp_server_available")
 def test_rtsp_frames_then_kill_restart_reconnects_with_a_new_epoch(rtsp_clip: Path) -> None:
     port = free_port()
@@ -471,6 +473,7 @@ def test_rtsp_frames_then_kill_restart_reconnects_with_a_new_epoch(rtsp_clip: Pa
         server.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("rtsp_server_available")
 def test_rtsp_frozen_server_is_detected_without_hanging(rtsp_clip: Path) -> None:
     server = RtspServer(free_port(), ["--file", str(rtsp_clip)])
@@ -492,6 +495,7 @@ def test_rtsp_frozen_server_is_detected_without_hanging(rtsp_clip: Path) -> None
         server.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("rtsp_server_available")
 def test_refused_url_keeps_retrying_and_stops_promptly(caplog: pytest.LogCaptureFixture) -> None:
     url = f"rtsp://viewer:s3cret@127.0.0.1:{free_port()}/cam"
@@ -508,6 +512,7 @@ def test_refused_url_keeps_retrying_and_stops_promptly(caplog: pytest.LogCapture
     assert "s3cret" not in caplog.text and "still down" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("rtsp_server_available")
 def test_rtsp_loop_server_serves_an_endless_pattern() -> None:
     with rtsp_server(["--loop", "--size", "160x120"]) as server, running(fast_live(server.url)) as run:
