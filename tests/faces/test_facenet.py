@@ -65,11 +65,20 @@ def aligned_crops(shared_data: Path) -> np.ndarray:
     return np.stack([cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths])
 
 
+@pytest.fixture(scope="module")
+def fake_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache written by ``ensure_facenet_weights`` with a fake converter (once per module): the cache
+    logic never looks inside the weights, so the cache tests need no real conversion."""
+    folder = tmp_path_factory.mktemp("fake_checkpoints")
+    fc.ensure_facenet_weights(folder, converter=CountingConverter())
+    return folder
+
+
 @pytest.fixture()
-def cache_dir(weights_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the session's cache, so tests can damage it."""
+def cache_dir(fake_weights_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's cache, so tests can damage it."""
     for name in (fc.WEIGHTS_NAME, fc.MANIFEST_NAME):
-        shutil.copy2(weights_dir / name, tmp_path / name)
+        shutil.copy2(fake_weights_dir / name, tmp_path / name)
     return tmp_path
 
 
@@ -93,6 +102,7 @@ def _edit_manifest(folder: Path, edit: Callable[[dict], object]) -> None:
 # --------------------------------------------------------------------------- real weights
 
 
+@pytest.mark.slow
 def test_conversion_loads_strictly_into_inception_resnet_v1(weights_dir: Path) -> None:
     from facenet_pytorch import InceptionResnetV1
 
@@ -106,6 +116,7 @@ def test_conversion_loads_strictly_into_inception_resnet_v1(weights_dir: Path) -
     assert torch.equal(state["conv2d_1a.bn.running_var"] + 1e-3, torch.ones(32))
 
 
+@pytest.mark.slow
 def test_matches_cv2_dnn_on_the_same_graph(embedder: FaceNetEmbedder, aligned_crops: np.ndarray) -> None:
     """An independent runtime on the original graph: the conversion is exact, not approximate."""
     try:
@@ -120,6 +131,7 @@ def test_matches_cv2_dnn_on_the_same_graph(embedder: FaceNetEmbedder, aligned_cr
         assert np.abs(theirs - ours).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_reproduces_facenet_pytorch_casia_distance_matrix(embedder: FaceNetEmbedder, aligned_crops: np.ndarray) -> None:
     """facenet-pytorch's published casia-webface distances on its own aligned crops.
 
@@ -140,6 +152,7 @@ def test_reproduces_facenet_pytorch_casia_distance_matrix(embedder: FaceNetEmbed
 # --------------------------------------------------------------------------- embedder
 
 
+@pytest.mark.slow
 def test_embed_returns_unit_vectors_and_positive_norms(embedder: FaceNetEmbedder, aligned_crops: np.ndarray) -> None:
     vectors, norms = embedder.embed(aligned_crops)
     assert vectors.shape == (5, 512) and vectors.dtype == np.float32
@@ -148,12 +161,14 @@ def test_embed_returns_unit_vectors_and_positive_norms(embedder: FaceNetEmbedder
     assert np.all(np.isfinite(norms)) and np.all(norms > 0)
 
 
+@pytest.mark.slow
 def test_embed_of_no_crops(embedder: FaceNetEmbedder) -> None:
     vectors, norms = embedder.embed(np.zeros((0, 160, 160, 3), np.uint8))
     assert vectors.shape == (0, 512) and vectors.dtype == np.float32
     assert norms.shape == (0,) and norms.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_normalised_raw_output_equals_module_forward(embedder: FaceNetEmbedder) -> None:
     x = torch.randn(3, 3, 160, 160)
     with torch.inference_mode():
@@ -161,6 +176,7 @@ def test_normalised_raw_output_equals_module_forward(embedder: FaceNetEmbedder) 
         torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=1), embedder._net(x), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_results(
     weights_dir: Path, embedder: FaceNetEmbedder, aligned_crops: np.ndarray
 ) -> None:
@@ -171,12 +187,14 @@ def test_chunking_does_not_change_results(
     np.testing.assert_allclose(n1, n2, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_input_is_bgr(embedder: FaceNetEmbedder, aligned_crops: np.ndarray) -> None:
     bgr, _ = embedder.embed(aligned_crops[:1])
     swapped, _ = embedder.embed(np.ascontiguousarray(aligned_crops[:1, ..., ::-1]))
     assert float(bgr[0] @ swapped[0]) < 0.999  # channel order matters, so it is not ignored
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("crops", "error"),
     [
@@ -190,6 +208,7 @@ def test_embed_rejects_bad_crops(embedder: FaceNetEmbedder, crops: np.ndarray, e
         embedder.embed(crops)
 
 
+@pytest.mark.slow
 def test_model_id_and_attributes(embedder: FaceNetEmbedder, weights_dir: Path) -> None:
     manifest = json.loads((weights_dir / fc.MANIFEST_NAME).read_text())
     assert embedder.model_id == f"facenet:casia-webface:{manifest['weights_sha256'][:12]}"
@@ -199,6 +218,7 @@ def test_model_id_and_attributes(embedder: FaceNetEmbedder, weights_dir: Path) -
 # --------------------------------------------------------------------------- cache
 
 
+@pytest.mark.slow
 def test_manifest_records_source_and_output(weights_dir: Path) -> None:
     manifest = json.loads((weights_dir / fc.MANIFEST_NAME).read_text())
     assert manifest["source_sha256"] == fc.EXPECTED_SOURCE_SHA256
