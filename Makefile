@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 REQS   := requirements/torch.txt requirements/lock.txt requirements/nodeps.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint check bench clean-venv config-reference
+.PHONY: setup demo test test-fast lint check bench clean-venv config-reference
 
 setup: $(STAMP)
 
@@ -25,8 +25,13 @@ demo: setup
 	$(PY) run.py
 
 # pytest exit code 5 (no tests collected) fails like any other non-zero code.
+# `test` runs everything (the README's command and CI's); `test-fast` is the quick loop:
+# it leaves out tests marked `slow` (soak, RTSP server, run.py subprocesses, real models).
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

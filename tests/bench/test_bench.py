@@ -1,0 +1,54 @@
+"""The benchmark harness's contract: JSON keys and the naive baseline on the same frames.
+
+No speed is asserted here (tests never time things); the figures come from ``python -m bench``
+and ``bench/gpu.sh`` runs, reported in bench/results/ and the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, shared_file
+
+pytestmark = pytest.mark.slow  # `python -m bench` and bench/gpu.sh subprocesses with the real models
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def test_bench_on_the_demo_reports_both_sides_on_the_same_frames(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "bench", "--clip", "demo", "--profile", "cpu", "--max-frames", "12"]
+    _run([*cmd, "--no-save", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["pipeline"]["frames"] == r["naive"]["frames"] == r["frames_per_stream"] == 12
+    assert r["pipeline_fps"] > 0 and r["naive_fps"] > 0
+    assert r["speedup"] == round(r["pipeline_fps"] / r["naive_fps"], 2)
+    assert r["clip_name"] == "demo" and r["profile"] == "cpu" and r["streams"] == 1
+    assert r["pipeline"]["settings"]["every_n_frames"] == 5  # the cpu profile was applied
+    assert r["naive"]["embeddings"] == r["naive"]["detections"] > 0  # naive embeds every face
+    assert r["identities_kept"] == (set(r["naive"]["identities"]) <= set(r["pipeline"]["identities"]))
+    for key in ("latency_p50_ms", "latency_p95_ms", "rss_peak_mb", "stage_s"):
+        assert key in r["pipeline"] and key in r["naive"]
+    assert {"cpu", "cpu_count", "torch", "av"} <= set(r["machine"])
+
+
+def test_gpu_script_dry_run_on_cpu(shared_data: Path, tmp_path: Path) -> None:
+    """bench/gpu.sh without CUDA: same script, N streams of the 1080p clip on the CPU."""
+    clip = shared_file(shared_data, "facenet-pytorch/examples/video.mp4")
+    env = dict(os.environ, N="2", MAX_FRAMES="3", OUT=str(tmp_path), CLIP=str(clip), PY=sys.executable)
+    done = _run(["bash", "bench/gpu.sh"], env=env)
+    assert "CPU (no CUDA: dry run)" in done.stdout
+    assert "streams            2 x 3 frames" in done.stdout
+    r = json.loads((tmp_path / "gpu-streams2-last.json").read_text())
+    assert r["streams"] == 2 and r["pipeline"]["frames"] == 6 and r["naive"]["frames"] == 3
+    assert r["profile"] == "gpu" and r["pipeline"]["settings"]["max_batch"] == 32

@@ -1,0 +1,290 @@
+"""Test doubles shared by the suite, in one place.
+
+Pass them in through a constructor or a keyword argument (``MtcnnDetector(settings, detect_face=...)``,
+``ensure_facenet_weights(folder, converter=...)``, ``prepare_demo(folder, make_clip=...)``,
+``dataclasses.replace(models, embedder=...)``) rather than monkeypatching private attributes.
+Importing this module is cheap: torch, facenet-pytorch and the demo are imported where used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stream.sources import SourceStatus
+from stream.types import FaceDetections, Frame
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "AlwaysFailingDetectFace",
+    "BatchFailingDetectFace",
+    "Collector",
+    "CountingConverter",
+    "CountingDetector",
+    "CountingEmbedder",
+    "FakeGallery",
+    "FakePerson",
+    "FakeRecognition",
+    "NoEmbedder",
+    "NoFaceDetector",
+    "PicklePayload",
+    "RecordingDetect",
+    "RecordingLogHandler",
+    "RefusingHasher",
+    "ShortClipMaker",
+]
+
+
+# ---------------------------------------------------------------- detectors
+
+
+class RecordingDetect:
+    """A batch detector (``images -> [FaceDetections]``) that finds nothing and records each call's shapes."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, ...]]] = []
+
+    def __call__(self, images: list[np.ndarray]) -> list[FaceDetections]:
+        self.calls.append([im.shape for im in images])
+        return [FaceDetections.empty() for _ in images]
+
+
+def _stock_detect_face() -> Callable[..., Any]:
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
+    return detect_face
+
+
+class BatchFailingDetectFace:
+    """Stands in for facenet-pytorch's ``detect_face``: fails on batches of more than one frame, as the
+    real one does on some inputs, and runs ``real`` (default facenet-pytorch's) on single frames."""
+
+    def __init__(self, real: Callable[..., Any] | None = None) -> None:
+        self.real = real if real is not None else _stock_detect_face()
+
+    def __call__(self, images: Any, *args: Any) -> Any:  # detect_face's signature
+        if len(images) > 1:
+            raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+        return self.real(images, *args)
+
+
+class AlwaysFailingDetectFace:
+    """Stands in for facenet-pytorch's ``detect_face`` and fails on every call."""
+
+    def __call__(self, *args: Any) -> Any:
+        raise IndexError("boolean index did not match")
+
+
+class CountingDetector:
+    """Wraps a ``FaceDetector``: counts the images it is asked about, records the image shapes of each
+    batch call, and sleeps ``delay_s`` before each batch (a slow stage)."""
+
+    def __init__(self, inner: Any, delay_s: float = 0.0) -> None:
+        self.inner = inner
+        self.settings = getattr(inner, "settings", None)
+        self.delay_s = delay_s
+        self.images = 0
+        self.shapes_per_call: list[set[tuple[int, ...]]] = []
+
+    @property
+    def batch_fallbacks(self) -> int:
+        return int(self.inner.batch_fallbacks)
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[FaceDetections]:
+        self.shapes_per_call.append({tuple(np.asarray(im).shape) for im in frames})
+        self.images += len(frames)
+        time.sleep(self.delay_s)
+        return list(self.inner.detect(frames))
+
+    def detect_one(self, image: np.ndarray) -> FaceDetections:
+        self.images += 1
+        return self.inner.detect_one(image)
+
+    def reset(self) -> None:
+        self.images = 0
+        self.shapes_per_call.clear()
+
+
+class NoFaceDetector:
+    """Finds no face anywhere; reports ``batch_fallbacks`` as one per ``fallback_every`` batch calls."""
+
+    def __init__(self, fallback_every: int = 3) -> None:
+        self.calls = 0
+        self.fallback_every = fallback_every
+
+    @property
+    def batch_fallbacks(self) -> int:
+        return self.calls // self.fallback_every
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[FaceDetections]:
+        self.calls += 1
+        return [FaceDetections.empty() for _ in frames]
+
+    def detect_one(self, image: np.ndarray) -> FaceDetections:
+        return FaceDetections.empty()
+
+
+# ---------------------------------------------------------------- embedders
+
+
+class CountingEmbedder:
+    """Wraps an embedder (same crop size, kind and model id); counts calls and crops, and sleeps
+    ``delay_s`` before each call (a slow stage)."""
+
+    def __init__(self, inner: Any, delay_s: float = 0.0) -> None:
+        self.inner = inner
+        self.crop_size = inner.crop_size
+        self.crop_kind = inner.crop_kind
+        self.model_id = inner.model_id
+        self.delay_s = delay_s
+        self.calls = 0
+        self.crops = 0
+
+    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        self.crops += len(crops)
+        time.sleep(self.delay_s)
+        return self.inner.embed(crops)
+
+    def reset(self) -> None:
+        self.calls = self.crops = 0
+
+
+class NoEmbedder:
+    """An embedder that must never be called (runs where no face is found)."""
+
+    crop_size, crop_kind, model_id = 112, "template", "facenet:test"
+
+    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("no face was found, so nothing should be embedded")
+
+
+# ---------------------------------------------------------------- FaceNet weight cache
+
+
+class CountingConverter:
+    """A tiny stand-in for the (slow) FaceNet graph conversion; records the size of each input."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, data: bytes) -> dict[str, torch.Tensor]:
+        import torch
+
+        self.calls.append(len(data))
+        return {"w": torch.zeros(1)}
+
+
+class RefusingHasher:
+    """A hasher that must not be called (an unchanged source must not be re-hashed)."""
+
+    def __call__(self, data: bytes) -> str:
+        raise AssertionError("an unchanged source must not be re-hashed")
+
+
+# ---------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class FakePerson:
+    """A gallery person: only the per-image vectors."""
+
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class FakeGallery:
+    """What ``Matcher.from_gallery`` reads of a ``Gallery``."""
+
+    names: tuple[str, ...]
+    templates: np.ndarray
+    people: tuple[FakePerson, ...]
+    model_id: str = "test:0"
+
+
+class FakeRecognition:
+    """A ``RecognitionConfig`` with only the attributes given (others raise AttributeError)."""
+
+    def __init__(self, **attributes: object) -> None:
+        self.__dict__.update(attributes)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class Collector:
+    """A thread-safe source ``emit()`` that records everything; can be told to refuse after N frames."""
+
+    def __init__(self, stop_after_frames: int | None = None) -> None:
+        self.items: list[Frame | SourceStatus] = []
+        self._cond = threading.Condition()
+        self._stop_after = stop_after_frames
+
+    def __call__(self, item: Frame | SourceStatus) -> bool:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+            return self._stop_after is None or len(self.frames) < self._stop_after
+
+    @property
+    def frames(self) -> list[Frame]:
+        return [x for x in list(self.items) if isinstance(x, Frame)]
+
+    @property
+    def statuses(self) -> list[SourceStatus]:
+        return [x for x in list(self.items) if isinstance(x, SourceStatus)]
+
+    def wait_for(self, predicate: Callable[[Collector], bool], timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+
+# ---------------------------------------------------------------- demo
+
+
+@dataclass
+class ShortClipMaker:
+    """``make_clip`` for ``prepare_demo``: a short demo clip; records the paths it was asked for."""
+
+    seconds: float = 0.2
+    made: list[Path] = field(default_factory=list)
+
+    def __call__(self, path: Path) -> Path:
+        from stream.demo import make_demo_clip
+
+        self.made.append(path)
+        return make_demo_clip(path, seconds=self.seconds)
+
+
+# ---------------------------------------------------------------- logs and pickles
+
+
+class RecordingLogHandler(logging.Handler):
+    """Keeps every record's message (attach it to a logger, remove it afterwards)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class PicklePayload:
+    """A malicious pickle: unpickling it calls ``func(*args)``. Loaders must refuse it unrun."""
+
+    def __init__(self, func: Callable[..., object], *args: object) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[object, ...]]:
+        return (self.func, self.args)

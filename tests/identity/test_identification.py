@@ -1,0 +1,112 @@
+"""Open-set identification on the deepface identities (MANIFEST.md clusters), through real enrollment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.cli import main
+from stream.config import AppConfig
+from stream.faces.embedder import default_threshold
+from stream.faces.images import read_bgr
+from stream.faces.models import ModelOverrides, Models, build_models
+from stream.faces.still import crop_faces, largest_face
+from stream.identity.gallery import enroll
+from stream.identity.matcher import Matcher
+from tests.conftest import REPO, shared_file
+
+pytestmark = pytest.mark.slow  # real MTCNN and FaceNet enrollment of the deepface identities
+
+# Identity clusters of ../shared/data/deepface (MANIFEST.md), in the manifest's order.
+CLUSTERS = {
+    "A": [1, 2, 4, 5, 6, 7, 10, 11],
+    "B": [3, 12, 53, 54, 55, 56],
+    "C": [8, 9, 47, 48, 49, 50, 51],
+    "D": [13, 14, 15, 57, 58],
+    "E": [16, 17, 59, 61, 62],
+    "F": [18, 19, 67],
+    "G": [20, 21],
+    "H": [22, 23],
+    "I": [24, 25],
+    "J": [26, 27, 28, 42, 43, 44, 45, 46],
+    "K": [29, 30, 31, 32, 33],
+    "L": [34, 35, 36, 37],
+    "M": [38, 39, 40, 41],
+}
+
+
+def split(numbers: list[int]) -> tuple[list[int], list[int]]:
+    """≥ 3 images: enroll all but the last two; 2 images: enroll the first. The rest are probes."""
+    cut = len(numbers) - 2 if len(numbers) >= 3 else 1
+    return numbers[:cut], numbers[cut:]
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    args = ModelOverrides(device="cpu")
+    return build_models(AppConfig().resolve_paths(REPO), args)
+
+
+@pytest.fixture(scope="module")
+def deepface_gallery(
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[tuple[str, Path]]]:
+    folder = shared_file(shared_data, "deepface/tests/unit/dataset")
+    gallery = tmp_path_factory.mktemp("gallery")
+    probes = []
+    for person, numbers in CLUSTERS.items():
+        enrolled, probing = split(numbers)
+        (gallery / person).mkdir()
+        for n in enrolled:
+            (gallery / person / f"img{n}.jpg").symlink_to(folder / f"img{n}.jpg")
+        probes += [(person, folder / f"img{n}.jpg") for n in probing]
+    return gallery, probes
+
+
+def _probe_vectors(models: Models, probes: list[tuple[str, Path]]) -> np.ndarray:
+    crops = []
+    for _, path in probes:
+        image = read_bgr(path)
+        detections = models.detector.detect_one(image)
+        k = largest_face(detections)
+        assert k is not None, path
+        crops.append(crop_faces(image, detections.select([k]), models.embedder).crops[0])
+    return models.embedder.embed(np.stack(crops))[0]
+
+
+def test_rank1_and_open_set_rejection(models: Models, deepface_gallery: tuple[Path, list[tuple[str, Path]]]) -> None:
+    gallery_dir, probes = deepface_gallery
+    gallery = enroll(gallery_dir, models, progress=False)
+    assert set(gallery.names) == set(CLUSTERS)
+    vectors = _probe_vectors(models, probes)
+    truth = [person for person, _ in probes]
+    threshold = default_threshold(models.embedder.model_id)
+    matcher = Matcher.from_gallery(gallery, threshold=threshold, min_margin=0.05)
+
+    rank1 = np.mean([m.best[0] == person for m, person in zip(matcher.match(vectors), truth, strict=True)])
+    assert rank1 >= 0.95, f"rank-1 {rank1:.3f} over {len(probes)} probes"
+
+    unknown = []
+    for i, person in enumerate(truth):
+        others = [k for k, name in enumerate(gallery.names) if name != person]
+        without = Matcher([gallery.names[k] for k in others], gallery.templates[others], threshold, 0.05)
+        unknown.append(without.decide(without.match(vectors[i : i + 1])[0]).person is None)
+    assert np.mean(unknown) >= 0.95, f"open-set unknown rate {np.mean(unknown):.3f}"
+    print(f"\nprobes={len(probes)} rank1={rank1:.3f} unknown_when_absent={np.mean(unknown):.3f}")
+
+
+def test_enroll_and_identify_cli(
+    deepface_gallery: tuple[Path, list[tuple[str, Path]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gallery_dir, probes = deepface_gallery
+    assert main(["enroll", "--gallery", str(gallery_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {p["person"] for p in report["people"]} == set(CLUSTERS)
+    person, probe = probes[0]
+    assert main(["identify", str(probe), "--gallery", str(gallery_dir), "--json"]) == 0
+    faces = json.loads(capsys.readouterr().out)
+    assert faces and set(faces[0]) == {"box", "person", "score", "margin"}
+    assert max(faces, key=lambda f: f["score"])["person"] == person

@@ -1,0 +1,498 @@
+"""Outputs: overlay, H.264 writer, event sink (JSONL + SQLite), snapshots, MOT, summary, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import urllib.request
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from stream.outputs import OutputError
+from stream.outputs.events import EventSink
+from stream.outputs.metrics import Metrics
+from stream.outputs.mot import MotWriter
+from stream.outputs.overlay import COLOR_LOST, COLOR_NAMED, COLOR_UNKNOWN, TrackView, draw_overlay
+from stream.outputs.snapshots import save_snapshot
+from stream.outputs.summary import RunSummary, latency_percentiles_ms
+from stream.outputs.video import VideoSettings, VideoWriter
+from stream.types import Event, EventKind, TrackKey
+from tests.conftest import REPO
+from trackers import TrackSnapshot, TrackState
+
+SECRET_URL = "rtsp://admin:hunter2@10.0.0.5/cam"
+
+
+def _view(track_id=1, box=(40, 30, 120, 110), person="alice", score=0.62, quality=0.8, state="confirmed"):
+    return TrackView(track_id, np.array(box, np.float32), person, score, quality, state)
+
+
+def _unwritable_paths(tmp_path: Path, name: str) -> list[Path]:
+    """Paths no one can create, root included: under a regular file, and under /proc."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    return [blocker / "sub" / name, Path("/proc/no-such-folder") / name]
+
+
+def _run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# ---- overlay ------------------------------------------------------------------------------------
+
+
+def test_overlay_draws_on_a_copy_of_a_read_only_frame():
+    image = np.full((240, 320, 3), 30, np.uint8)
+    image.flags.writeable = False
+    before = image.copy()
+    out = draw_overlay(image, [_view(), _view(2, person=None, score=None)], stream_label=SECRET_URL, fps=29.7)
+    assert out is not image and not np.shares_memory(out, image)
+    assert out.shape == image.shape and out.dtype == np.uint8 and out.flags.writeable
+    np.testing.assert_array_equal(image, before)
+    assert (out != image).any()
+
+
+def test_overlay_colours_follow_identity_and_state():
+    def edge_colour(view: TrackView) -> tuple[int, ...]:
+        out = draw_overlay(np.zeros((240, 320, 3), np.uint8), [view])
+        return tuple(int(c) for c in out[70, 40])  # middle of the left edge of box (40, 30, 120, 110)
+
+    assert edge_colour(_view(person="alice")) == COLOR_NAMED
+    assert edge_colour(_view(person=None, score=None)) == COLOR_UNKNOWN
+    assert edge_colour(_view(state="lost")) == COLOR_LOST
+    assert len({COLOR_NAMED, COLOR_UNKNOWN, COLOR_LOST}) == 3
+    assert _view(7, person="bob", score=0.6234).label == "#7 bob 0.62"
+    assert _view(7, person="bob", score=None).label == "#7 bob"
+    assert _view(7, person=None, score=0.3).label == "#7 unknown"
+
+
+def test_overlay_quality_cue_changes_with_quality():
+    frame = np.zeros((240, 320, 3), np.uint8)
+    low = draw_overlay(frame, [_view(quality=0.1)])
+    high = draw_overlay(frame, [_view(quality=0.9)])
+    none = draw_overlay(frame, [_view(quality=None)])
+    assert (low != high).any() and (none != high).any()
+
+
+@pytest.mark.parametrize("size", [(240, 320), (9, 7), (1, 1)])
+def test_overlay_survives_boxes_outside_the_frame(size):
+    h, w = size
+    boxes = [
+        (-50, -40, 30, 20),  # top-left, partly out
+        (w - 5, h - 5, w + 80, h + 90),  # bottom-right, partly out
+        (-500, -500, -10, -10),  # wholly out
+        (w + 10, 0, w + 50, 10),
+        (-1e6, -1e6, 1e6, 1e6),  # huge
+        (100, 100, 20, 20),  # inverted
+        (5, 5, 5, 5),  # zero area
+    ]
+    views = [
+        _view(i, b, quality=q) for i, (b, q) in enumerate(zip(boxes, [0, 1, 1.5, -0.2, 0.5, None, 0.3], strict=True))
+    ]
+    views.append(_view(99, (0, 0, w, 8), person="a-very-long-name-that-does-not-fit-anywhere", score=0.99))
+    out = draw_overlay(np.zeros((h, w, 3), np.uint8), views, stream_label="cam", fps=12.0)
+    assert out.shape == (h, w, 3)
+
+
+def test_track_view_rejects_bad_boxes():
+    with pytest.raises(ValueError, match="TrackView.box"):
+        TrackView(1, np.array([0, 0, np.nan, 1], np.float32), None, None, None, "confirmed")
+    with pytest.raises(TypeError, match="TrackView.box"):
+        TrackView(1, np.array([0, 0, 1, 1], np.float64), None, None, None, "confirmed")
+
+
+# ---- video --------------------------------------------------------------------------------------
+
+
+def _read_back(path: Path) -> tuple[list[np.ndarray], av.VideoStream, Fraction]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]
+        return frames, stream, rate
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "fps", "expected_rate"),
+    [(64, 48, 25.0, Fraction(25)), (33, 21, 30000 / 1001, Fraction(30000, 1001))],
+)
+def test_video_writer_one_output_frame_per_input_frame(tmp_path, width, height, fps, expected_rate):
+    path = tmp_path / "out" / "clip.mp4"
+    n = 23
+    with VideoWriter(path, fps, width, height) as writer:
+        for i in range(n):
+            writer.write(np.full((height, width, 3), 8 * i, np.uint8))
+    assert writer.frames_written == n
+    frames, stream, rate = _read_back(path)
+    assert len(frames) == n
+    assert rate == expected_rate
+    assert stream.codec_context.name == "h264" and stream.format.name == "yuv420p"
+    assert (stream.width, stream.height) == (width + width % 2, height + height % 2) == writer.output_size
+    means = [float(f[:height, :width].mean()) for f in frames]
+    assert means == sorted(means) and means[-1] - means[0] > 100  # every frame, in order
+
+
+def test_video_writer_colours_and_preset(tmp_path):
+    """BGR in, the same colours back (BT.601 limited range, as FFmpeg reads it), any x264 preset."""
+    bgr = np.zeros((64, 96, 3), np.uint8)
+    bgr[:, :32] = (255, 0, 0)  # blue
+    bgr[:, 32:64] = (0, 255, 0)  # green
+    bgr[:, 64:] = (40, 80, 200)  # a skin-like red-orange
+    sizes = {}
+    for preset in ("ultrafast", "veryfast"):
+        path = tmp_path / f"{preset}.mp4"
+        with VideoWriter(path, 25, 96, 64, VideoSettings(crf=10, preset=preset)) as writer:
+            for _ in range(5):
+                writer.write(bgr)
+        frames, _, _ = _read_back(path)
+        assert len(frames) == 5
+        for x0 in (0, 32, 64):
+            got = frames[-1][16:48, x0 + 8 : x0 + 24].reshape(-1, 3).mean(axis=0)
+            want = bgr[0, x0].astype(float)
+            assert np.abs(got - want).max() < 6, (preset, x0, got, want)
+        sizes[preset] = path.stat().st_size
+    assert sizes["ultrafast"] != sizes["veryfast"]  # the preset reached the encoder
+
+
+def test_video_writer_closes_on_error_and_rejects_wrong_sizes(tmp_path):
+    path = tmp_path / "clip.mp4"
+    with pytest.raises(RuntimeError, match="boom"), VideoWriter(path, 10, 32, 32) as writer:
+        for _ in range(3):
+            writer.write(np.zeros((32, 32, 3), np.uint8))
+        with pytest.raises(ValueError, match="32x32"):
+            writer.write(np.zeros((16, 32, 3), np.uint8))
+        raise RuntimeError("boom")
+    assert len(_read_back(path)[0]) == 3
+    writer.close()  # twice is fine
+    with pytest.raises(OutputError, match="closed"):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_video_writer_unwritable_path_names_it(tmp_path):
+    for path in _unwritable_paths(tmp_path, "clip.mp4"):
+        with pytest.raises(OutputError) as info:
+            VideoWriter(path, 25, 64, 48)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message
+
+
+def test_video_writer_write_error_names_the_path(tmp_path):
+    """A file-size limit makes writes fail mid-stream (EFBIG), like a full disk."""
+    path = tmp_path / "big.mp4"
+    result = _run_python(f"""
+        import resource, signal
+        import numpy as np
+        from stream.outputs import OutputError
+        from stream.outputs.video import VideoWriter
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+        rng = np.random.default_rng(0)
+        writer = VideoWriter({str(path)!r}, 30, 128, 96)
+        try:
+            for _ in range(300):
+                writer.write(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+            writer.close()
+        except OutputError as exc:
+            print("OutputError:", exc)
+        finally:
+            try:
+                writer.close()
+            except OutputError:
+                pass
+    """)
+    assert result.returncode == 0, result.stderr
+    assert f"OutputError: cannot write video output {path}" in result.stdout or (
+        f"OutputError: cannot finish video output {path}" in result.stdout
+    )
+
+
+# ---- events -------------------------------------------------------------------------------------
+
+
+def _event(i: int, stream: str = "cam1", epoch: int = 0, **extra) -> Event:
+    kind = EventKind.IDENTITY_ASSIGNED if i % 2 else EventKind.TRACK_STARTED
+    track = TrackKey(stream, epoch, i)
+    return Event.of_track(1000.0 + i, kind, track, person="alice", score=0.5, extra=tuple(extra.items()))
+
+
+def _rows(db_path: Path, sql: str) -> list[tuple]:
+    db = sqlite3.connect(db_path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_event_sink_writes_jsonl_and_sqlite_with_masked_secrets(tmp_path):
+    jsonl, db_path = tmp_path / "ev" / "events.jsonl", tmp_path / "ev" / "events.db"
+    with EventSink(jsonl, db_path) as sink:
+        sink.write(_event(0))
+        sink.write(_event(1, stream=SECRET_URL, source=SECRET_URL, nested={"urls": [SECRET_URL]}, epoch=2))
+        sink.write(Event(ts=1002.0, stream="cam1", kind=EventKind.STREAM_DOWN))
+        sink.track_update(TrackKey("cam1", 0, 1), 1000.0, 1001.0, None, None, None)
+        sink.track_update(TrackKey("cam1", 0, 1), 999.0, 1005.0, "alice", 0.7, tmp_path / "s.jpg")
+        sink.track_update(TrackKey("cam1", 1, 1), 1010.0, 1011.0, "bob", 0.6, None)  # same id, new epoch
+
+    text = jsonl.read_text()
+    assert "hunter2" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert {"ts", "stream", "kind", "track_id", "person", "score"} <= line.keys()
+    assert lines[1]["stream"] == "rtsp://admin:***@10.0.0.5/cam" and lines[1]["epoch"] == 2
+    assert lines[2]["kind"] == "stream_down" and lines[2]["track_id"] is None
+
+    events = _rows(db_path, "SELECT id, ts, stream, kind, track_id, person, score, extra_json FROM events ORDER BY id")
+    assert [e[3] for e in events] == ["track_started", "identity_assigned", "stream_down"]
+    assert events[1][2] == "rtsp://admin:***@10.0.0.5/cam"
+    extra = json.loads(events[1][7])
+    assert extra == {"epoch": 2, "nested": {"urls": ["rtsp://admin:***@10.0.0.5/cam"]}, "source": extra["source"]}
+    assert "hunter2" not in events[1][7]
+    tracks = _rows(
+        db_path, "SELECT stream, epoch, track_id, first_ts, last_ts, person, score, snapshot_path FROM tracks"
+    )
+    assert sorted(tracks) == [
+        ("cam1", 0, 1, 999.0, 1005.0, "alice", 0.7, str(tmp_path / "s.jpg")),
+        ("cam1", 1, 1, 1010.0, 1011.0, "bob", 0.6, None),
+    ]
+    assert _rows(db_path, "PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_event_sink_commits_per_batch(tmp_path):
+    db_path = tmp_path / "events.db"
+    sink = EventSink(None, db_path, commit_every=3, commit_interval_s=3600)
+    try:
+        sink.write(_event(0))
+        sink.write(_event(1))
+        assert _rows(db_path, "SELECT count(*) FROM events") == [(0,)]  # not yet committed
+        sink.write(_event(2))
+        assert _rows(db_path, "SELECT count(*) FROM events") == [(3,)]
+        sink.write(_event(3))
+        sink.flush()
+        assert _rows(db_path, "SELECT count(*) FROM events") == [(4,)]
+    finally:
+        sink.close()
+    sink.close()
+    with pytest.raises(OutputError, match="closed"):
+        sink.write(_event(4))
+
+
+def test_event_sink_flushed_events_survive_kill_9(tmp_path):
+    jsonl, db_path, k = tmp_path / "events.jsonl", tmp_path / "events.db", 17
+    result = _run_python(f"""
+        import os, signal
+        from pathlib import Path
+        from stream.outputs.events import EventSink
+        from stream.types import Event, EventKind, TrackKey
+        sink = EventSink(Path({str(jsonl)!r}), Path({str(db_path)!r}), commit_every=1000, commit_interval_s=3600)
+        for i in range({k}):
+            sink.write(Event.of_track(float(i), EventKind.TRACK_STARTED, TrackKey("cam", 0, i)))
+        sink.track_update(TrackKey("cam", 1, 3), 0.0, 1.0, "alice", 0.9, None)
+        sink.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert _rows(db_path, "SELECT count(*), min(track_id), max(track_id) FROM events") == [(k, 0, k - 1)]
+    assert _rows(db_path, "SELECT stream, epoch, track_id, person FROM tracks") == [("cam", 1, 3, "alice")]
+    assert len(jsonl.read_text().splitlines()) == k
+
+
+def test_two_sinks_write_one_database_concurrently(tmp_path):
+    db_path, per_sink = tmp_path / "shared.db", 150
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(name: str) -> None:
+        try:
+            start.wait(timeout=10)  # both open the fresh database at once (the WAL switch races)
+            with EventSink(tmp_path / f"{name}.jsonl", db_path, commit_every=7) as sink:
+                for i in range(per_sink):
+                    sink.write(_event(i, stream=name))
+                    sink.track_update(TrackKey(name, 0, i % 5), float(i), float(i), None, None, None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"cam{j}",)) for j in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    counts = dict(_rows(db_path, "SELECT stream, count(*) FROM events GROUP BY stream"))
+    assert counts == {"cam0": per_sink, "cam1": per_sink}
+    assert _rows(db_path, "SELECT count(*) FROM tracks") == [(10,)]
+
+    # an idle sink holding unflushed rows does not block another one
+    idle = EventSink(None, db_path, commit_every=1000, commit_interval_s=3600)
+    try:
+        idle.write(_event(0, stream="idle"))
+        with EventSink(None, db_path) as other:
+            other.write(_event(0, stream="other"))
+    finally:
+        idle.close()
+    assert _rows(db_path, "SELECT count(*) FROM events WHERE stream IN ('idle', 'other')") == [(2,)]
+
+
+def test_event_sink_unwritable_path_names_it(tmp_path):
+    for path in _unwritable_paths(tmp_path, "events.db"):
+        with pytest.raises(OutputError) as info:
+            EventSink(None, path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+        with pytest.raises(OutputError) as info:
+            EventSink(path.with_suffix(".jsonl"), None)
+        assert str(path.with_suffix(".jsonl")) in str(info.value)
+
+
+# ---- snapshots ----------------------------------------------------------------------------------
+
+
+def test_save_snapshot_writes_a_jpeg_and_replaces_it(tmp_path):
+    crop = np.zeros((64, 48, 3), np.uint8)
+    crop[:, :24] = (0, 0, 255)
+    crop.flags.writeable = False
+    path = save_snapshot(tmp_path / "snaps", TrackKey(SECRET_URL, 1, 3), crop)
+    assert path.parent == tmp_path / "snaps" and path.suffix == ".jpg"
+    assert "hunter2" not in path.name and "_e1_t3" in path.name
+    again = save_snapshot(tmp_path / "snaps", TrackKey(SECRET_URL, 1, 3), np.full((64, 48, 3), 200, np.uint8))
+    assert again == path
+    image = cv2.imread(str(path))
+    assert image.shape == (64, 48, 3) and abs(float(image.mean()) - 200) < 3
+    assert [p.name for p in (tmp_path / "snaps").iterdir()] == [path.name]  # no temp files left
+
+
+def test_save_snapshot_unwritable_folder_names_it(tmp_path):
+    for folder in [p.parent for p in _unwritable_paths(tmp_path, "x")]:
+        with pytest.raises(OutputError, match="cannot open snapshot") as info:
+            save_snapshot(folder, TrackKey("cam", 0, 1), np.zeros((8, 8, 3), np.uint8))
+        assert str(folder) in str(info.value)
+
+
+# ---- MOT ----------------------------------------------------------------------------------------
+
+
+def _snap(track_id: int, box, state=TrackState.CONFIRMED, score=0.9) -> TrackSnapshot:
+    return TrackSnapshot(
+        track_id=track_id,
+        state=state,
+        box=np.array(box, np.float32),
+        score=score,
+        det_index=0,
+        age=1,
+        hits=1,
+        time_since_update_s=0.0,
+    )
+
+
+def test_mot_writer_lines(tmp_path):
+    path = tmp_path / "mot" / "hyp.txt"
+    with MotWriter(path) as mot:
+        assert mot.write(0, 0, [_snap(2, (10, 20, 50, 80.5)), _snap(1, (0.125, 1, 2, 3), score=1.0)]) == 2
+        assert (
+            mot.write(1, 0, [_snap(-1, (0, 0, 1, 1), TrackState.TENTATIVE), _snap(3, (0, 0, 4, 4), TrackState.LOST)])
+            == 0
+        )
+        mot.write(2, 0, [_snap(2, (11, 21, 51, 81))])
+        mot.write(3, 1, [_snap(1, (5, 5, 9, 9))])  # a reconnect: track 1 of epoch 1 is another track
+        with pytest.raises(ValueError, match="epoch went back"):
+            mot.write(4, 0, [])
+    assert path.read_text().splitlines() == [
+        "1,1,0.12,1.00,1.88,2.00,1.00,-1,-1,-1",
+        "1,2,10.00,20.00,40.00,60.50,0.90,-1,-1,-1",
+        "3,2,11.00,21.00,40.00,60.00,0.90,-1,-1,-1",
+        "4,3,5.00,5.00,4.00,4.00,0.90,-1,-1,-1",
+    ]
+    with pytest.raises(OutputError):
+        MotWriter(_unwritable_paths(tmp_path, "hyp.txt")[0])
+
+
+# ---- summary ------------------------------------------------------------------------------------
+
+
+def test_run_summary_json_and_table():
+    p50, p95 = latency_percentiles_ms([0.010, 0.020, 0.030, 0.040])
+    cam = RunSummary(100, 98, 2, 29.5, 3, {TrackKey("cam1", 0, 1): "alice"}, 1, p50, p95, decode_errors=2)
+    identities = {TrackKey("cam1", 0, 1): "alice", TrackKey("cam1", 0, 2): None, TrackKey("cam1", 1, 1): "bob"}
+    total = RunSummary(
+        100, 98, 2, 29.5, 3, identities, 1, p50, p95, per_stream={SECRET_URL: cam}, decode_errors=2, detector_fallbacks=1
+    )
+    data = json.loads(total.to_json())
+    keys = {
+        "frames_in",
+        "frames_processed",
+        "frames_dropped",
+        "fps",
+        "tracks",
+        "identities",
+        "reconnects",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "per_stream",
+        "decode_errors",
+        "detector_fallbacks",
+    }
+    assert set(data) == keys
+    (stream_name,) = data["per_stream"]
+    assert "hunter2" not in stream_name and set(data["per_stream"][stream_name]) == keys
+    assert data["identities"] == {"cam1:1": "alice", "cam1:2": None, "cam1#1:1": "bob"}
+    assert (data["decode_errors"], data["detector_fallbacks"]) == (2, 1)
+    assert data["latency_p50_ms"] == pytest.approx(25.0)
+    table = total.table()
+    assert "total" in table and "hunter2" not in table and "cam1#1:1=bob" in table
+    assert "corrupt packets/frames skipped: 2; detection batches retried frame by frame: 1" in table
+    assert len({len(line) for line in table.splitlines()[:4]}) == 1  # fixed width rows
+    assert latency_percentiles_ms([]) == (None, None)
+    assert json.loads(RunSummary(0, 0, 0, 0.0, 0).to_json())["latency_p95_ms"] is None
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+
+
+def test_metrics_served_over_http_and_shut_down():
+    metrics = Metrics()
+    metrics.frames_in(SECRET_URL, 5)
+    metrics.frames_processed("cam1", 4)
+    metrics.frames_dropped("cam1")
+    metrics.reconnect("cam1")
+    metrics.set_queue_depth("detect", 3)
+    metrics.observe_latency("detect", 0.012)
+    server = metrics.serve(0)
+    try:
+        with urllib.request.urlopen(server.url, timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        server.shutdown()
+    for name in (
+        "frames_in_total",
+        "frames_processed_total",
+        "frames_dropped_total",
+        "reconnects_total",
+        "queue_depth",
+        "stage_latency_seconds_bucket",
+    ):
+        assert name in body
+    assert "hunter2" not in body and 'frames_in_total{stream="rtsp://admin:***@10.0.0.5/cam"} 5.0' in body
+    assert 'queue_depth{queue="detect"} 3.0' in body
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server.url, timeout=2)
+    # each Metrics has its own registry: a second one starts from zero
+    assert b"frames_in_total{" not in Metrics().render()
