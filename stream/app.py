@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,11 @@ from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
 from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
+from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.outputs.summary import RunSummary
 from stream.outputs.video import VideoSettings
+from stream.pipeline.embedding import EmbedWorker, LatencyObserver
 from stream.pipeline.graph import Pipeline, PipelineSettings
 from stream.pipeline.recognise import Recogniser
 from stream.pipeline.writers import OutputPaths, OutputWriters, summarise
@@ -100,18 +103,30 @@ def _empty_matcher(threshold: float, min_margin: float) -> Matcher:
     return Matcher((), np.zeros((0, 512), np.float32), threshold, min_margin)
 
 
-def build_recogniser(models: Models, config: AppConfig, matcher: Matcher) -> Recogniser:
+def build_recogniser(
+    models: Models,
+    config: AppConfig,
+    matcher: Matcher,
+    *,
+    worker: EmbedWorker | None = None,
+    observer: LatencyObserver | None = None,
+    stop: threading.Event | None = None,
+) -> Recogniser:
     rec = config.recognition
     voting = VotingSettings.from_recognition(
         rec, top_k=rec.keep_top_k, norm_floor=rec.norm_floor, switch_votes=rec.switch_votes
     )
+    strangers = StrangerBook(StrangerSettings(matcher.threshold, min_embeddings=rec.min_votes))
     return Recogniser(
         models.embedder,
-        TrackVoter(matcher, voting),
+        TrackVoter(matcher, voting, strangers if rec.stranger_ids else None),
         config.tracking.tracker_settings(),
         BestShotSettings.from_recognition(rec),
         config.detection.min_face_px,
         embed_limit=rec.batch_size,
+        worker=worker,
+        observer=observer,
+        stop=stop,
     )
 
 
@@ -179,13 +194,22 @@ def build_app(
         paths, fps, display=options.display, metrics_port=options.metrics_port, progress=progress, video=video
     )
     det = config.detection
+    live = {s.name for s in streams if s.effective_mode == "live"}
+    # Live streams: embed off the frame path (frames never wait for embeddings). Files only: embed
+    # synchronously in the recognition thread, so a file gives the same events on every run.
+    worker = EmbedWorker(models.embedder, writers.metrics) if live else None
+    stop = threading.Event()
+    recogniser = build_recogniser(models, config, matcher, worker=worker, observer=writers.metrics, stop=stop)
     pipeline = Pipeline(
         sources,
         models.detector,
-        build_recogniser(models, config, matcher),
+        recogniser,
         writers,
         PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames),
-        live={s.name for s in streams if s.effective_mode == "live"},
+        stop=stop,
+        live=live,
+        embed_worker=worker,
+        observer=writers.metrics,
     )
     writers.watch(pipeline)
     return App(pipeline, writers, options.summary)

@@ -180,6 +180,11 @@ class RecognitionConfig(_Strict):
         8, ge=1, le=1000, description="Most crops embedded per track before the slow re-check."
     )
     recheck_s: float = Field(5.0, gt=0.0, le=3600.0, description="Slow re-check period for long tracks.")
+    stranger_ids: bool = Field(
+        True,
+        description="Label unknown faces unknown-1, unknown-2, ... and give a returning unknown person the "
+        "same label within a run (their template matches an earlier unknown track's above the threshold).",
+    )
 
     _check_device = field_validator("device")(lambda cls, v: _device(v))
 

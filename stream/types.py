@@ -178,11 +178,13 @@ class Match:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """The current decision for a track: a person, or ``None`` for unknown."""
+    """The current decision for a track: a person, or ``None`` for unknown (then maybe the run's
+    stranger label, ``unknown-N``, when the track looks like an earlier unknown track or got a new one)."""
 
     person: str | None
     confidence: float
     votes: int
+    stranger: str | None = None
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.confidence), f"Identity.confidence: must be finite, got {self.confidence}")
@@ -198,11 +200,12 @@ class EventKind(enum.Enum):
     IDENTITY_ASSIGNED = "identity_assigned"
     IDENTITY_CHANGED = "identity_changed"
     TRACK_ENDED = "track_ended"
+    STRANGER_ASSIGNED = "stranger_assigned"
     STREAM_DOWN = "stream_down"
     STREAM_UP = "stream_up"
 
 
-_EVENT_FIELDS = frozenset({"ts", "stream", "kind", "epoch", "track_id", "person", "score"})
+_EVENT_FIELDS = frozenset({"ts", "stream", "kind", "epoch", "track_id", "person", "score", "stranger"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +214,9 @@ class Event:
 
     Track events carry the track's ``TrackKey`` (its stream is the event's stream); stream events
     (``stream_up``/``stream_down``) carry none, and say their epoch and reason in ``extra``.
-    ``extra`` holds the rest (``votes``, ``previous``, ...), never a name of the fields above.
+    ``stranger`` is the run's label (``unknown-N``) of an unknown person, on ``stranger_assigned`` and
+    on the ``track_ended`` of a track that stayed unknown (``to_dict`` has the key only then). ``extra`` holds the rest (``votes``,
+    ``previous``, ...), never a name of the fields above.
     """
 
     ts: float
@@ -221,6 +226,7 @@ class Event:
     person: str | None = None
     score: float | None = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    stranger: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EventKind):
@@ -246,9 +252,10 @@ class Event:
         person: str | None = None,
         score: float | None = None,
         extra: tuple[tuple[str, Any], ...] = (),
+        stranger: str | None = None,
     ) -> Event:
         """An event about one track (its stream is the track's)."""
-        return cls(ts, track.stream_id, kind, track, person, score, extra)
+        return cls(ts, track.stream_id, kind, track, person, score, extra, stranger)
 
     @property
     def track_id(self) -> int | None:
@@ -259,5 +266,7 @@ class Event:
         if self.track is not None:
             out["epoch"] = self.track.epoch
         out.update(track_id=self.track_id, person=self.person, score=self.score)
+        if self.stranger is not None:
+            out["stranger"] = self.stranger
         out.update(dict(self.extra))
         return out

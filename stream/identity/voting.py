@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream.identity.matcher import Matcher
+from stream.identity.strangers import StrangerBook
 from stream.identity.templates import fuse
 from stream.types import Embedding, Event, EventKind, Identity, TrackKey
 
@@ -107,6 +108,7 @@ class _TrackState:
     votes: int = 0
     challenger: str | None = None
     streak: int = 0
+    stranger: str | None = None  # the run's unknown-N label while the track is unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,29 +131,38 @@ class _Evidence:
 class TrackVoter:
     """Owns every track's kept embeddings and identity; turns embeddings into identity events."""
 
-    def __init__(self, matcher: Matcher, settings: VotingSettings = VotingSettings()) -> None:
+    def __init__(
+        self, matcher: Matcher, settings: VotingSettings = VotingSettings(), strangers: StrangerBook | None = None
+    ) -> None:
+        """``strangers``: label tracks that stay unknown with the run's ``unknown-N`` (None: off)."""
         self.matcher = matcher
         self.settings = settings
+        self.strangers = strangers
         self._tracks: dict[TrackKey, _TrackState] = {}
 
     def add(self, track: TrackKey, embedding: Embedding, t: float) -> list[Event]:
         """Take one embedding of ``track``; the identity events it causes (usually none)."""
-        if embedding.norm < self.settings.norm_floor or len(self.matcher) == 0:
+        if embedding.norm < self.settings.norm_floor or (len(self.matcher) == 0 and self.strangers is None):
             return []
         state = self._tracks.setdefault(track, _TrackState())
         if not self._keep(state, embedding, t):
             return []
-        evidence = self._evidence(state)
-        if state.person is None:
-            return self._maybe_assign(track, state, evidence, t)
-        return self._maybe_switch(track, state, evidence, t)
+        template, weight = self._template(state)
+        events: list[Event] = []
+        if len(self.matcher):
+            evidence = self._evidence(state, template)
+            if state.person is None:
+                events = self._maybe_assign(track, state, evidence, t)
+            else:
+                events = self._maybe_switch(track, state, evidence, t)
+        return events + self._stranger(track, state, template, weight, t)
 
     def identity(self, track: TrackKey) -> Identity:
         """The track's current identity: person None until assigned; confidence = template score."""
         state = self._tracks.get(track)
         if state is None:
             return UNKNOWN
-        return Identity(state.person, state.confidence, state.votes)
+        return Identity(state.person, state.confidence, state.votes, state.stranger)
 
     def kept(self, track: TrackKey) -> tuple[Embedding, ...]:
         """The embeddings the track keeps, highest norm first."""
@@ -159,9 +170,11 @@ class TrackVoter:
         return tuple(k.embedding for k in state.kept) if state is not None else ()
 
     def end(self, track: TrackKey) -> Identity:
-        """Forget the track; its final identity."""
+        """Forget the track; its final identity (its stranger label is free for later tracks)."""
         final = self.identity(track)
-        self._tracks.pop(track, None)
+        state = self._tracks.pop(track, None)
+        if state is not None and state.stranger is not None and self.strangers is not None:
+            self.strangers.release(state.stranger, track)
         return final
 
     # -- steps -------------------------------------------------------------------------------
@@ -173,7 +186,7 @@ class TrackVoter:
         if self.settings.max_age_s is not None:
             state.kept = [k for k in state.kept if t - k.t <= self.settings.max_age_s]
         aged_out = len(state.kept) < before
-        vote = self.matcher.decide(self.matcher.match(embedding.vector[None, :])[0]).person
+        vote = self.matcher.decide(self.matcher.match(embedding.vector[None, :])[0]).person if len(self.matcher) else None
         state.kept.append(_Kept(embedding, state.arrivals, float(t), vote))
         state.arrivals += 1
         state.kept.sort(key=lambda k: (-k.embedding.norm, -k.arrival))
@@ -182,12 +195,42 @@ class TrackVoter:
         dropped = state.kept.pop()
         return aged_out or dropped.arrival != state.arrivals - 1
 
-    def _evidence(self, state: _TrackState) -> _Evidence:
+    @staticmethod
+    def _template(state: _TrackState) -> tuple[np.ndarray, float]:
+        """The fused template of the kept embeddings and their summed norms (its weight)."""
         vectors = np.stack([k.embedding.vector for k in state.kept])
         norms = np.array([k.embedding.norm for k in state.kept], np.float64)
         if float(norms.sum()) <= 0.0:
             norms = np.ones_like(norms)  # all-zero norms: fall back to a plain average
-        template = fuse(vectors, norms)
+        return fuse(vectors, norms), float(norms.sum())
+
+    def _stranger(self, track: TrackKey, state: _TrackState, template: np.ndarray, weight: float, t: float) -> list[Event]:
+        """Unknown with enough evidence: a stranger label (new, or an earlier stranger's); named: none."""
+        book = self.strangers
+        if book is None:
+            return []
+        if state.person is not None:
+            if state.stranger is not None:
+                book.forget(state.stranger, track)
+                state.stranger = None
+            return []
+        if state.stranger is not None:
+            previous, state.stranger = state.stranger, book.update(state.stranger, track, template, weight)
+            if state.stranger == previous:
+                return []
+            return [self._stranger_event(track, state, t, (("previous", previous),))]
+        if len(state.kept) < book.settings.min_embeddings:
+            return []
+        state.stranger = book.claim(track, template, weight)
+        return [self._stranger_event(track, state, t, ())]
+
+    def _stranger_event(
+        self, track: TrackKey, state: _TrackState, t: float, extra: tuple[tuple[str, object], ...]
+    ) -> Event:
+        score = state.confidence if len(self.matcher) else None
+        return Event.of_track(float(t), EventKind.STRANGER_ASSIGNED, track, None, score, extra, state.stranger)
+
+    def _evidence(self, state: _TrackState, template: np.ndarray) -> _Evidence:
         match = self.matcher.match(template[None, :])[0]
         decided = self.matcher.decide(match)
         decision = decided.person if match.margin > 0 else None

@@ -5,7 +5,9 @@ Series:
   reconnects_total{stream}, decode_errors_total{stream}             counters
   detector_fallbacks_total            counter: detection batches retried frame by frame
   queue_depth{queue}                  gauge
-  stage_latency_seconds{stage}        histogram
+  stage_latency_seconds{stage}        histogram: detect (a detector batch call), track (one frame),
+                                      embed (an embedder call), output (one frame's writing),
+                                      frame_to_output (capture to written: the end-to-end latency)
 Stream labels are masked with ``mask_secrets`` (a URL used as a stream id never shows a password).
 All methods are thread-safe (prometheus-client locks each child). ``serve`` starts the HTTP
 endpoint on a daemon thread and returns a ``MetricsServer`` whose ``shutdown()`` stops it.

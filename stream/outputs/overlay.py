@@ -2,7 +2,8 @@
 
 Colours (BGR): green for a named person, orange for an unknown face, grey for a track that is not
 currently matched to a detection (state ``lost``, ``tentative`` or ``removed``).
-Each box gets a label ``#7 alice 0.62`` / ``#7 unknown`` and, when the quality is known, a short
+Each box gets a label ``#7 alice 0.62`` / ``#7 unknown`` (``#7 unknown-3`` once the unknown face has
+the run's stranger label) and, when the quality is known, a short
 bar under the box whose length is ``quality`` (0..1) of the box width and whose colour runs from
 red (0) through yellow to green (1). Labels are kept inside the frame; boxes that are partly or
 wholly outside the frame are clipped or skipped. The input image is never written to.
@@ -47,6 +48,7 @@ class TrackView:
     score: float | None
     quality: float | None
     state: str
+    stranger: str | None = None  # shown instead of "unknown" for an unknown track that has one
 
     def __post_init__(self) -> None:
         box = check_array("TrackView.box", self.box, np.float32, (4,))
@@ -60,7 +62,7 @@ class TrackView:
     @property
     def label(self) -> str:
         if self.person is None:
-            return f"#{self.track_id} unknown"
+            return f"#{self.track_id} {self.stranger or 'unknown'}"
         if self.score is None:
             return f"#{self.track_id} {self.person}"
         return f"#{self.track_id} {self.person} {self.score:.2f}"

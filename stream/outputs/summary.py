@@ -5,7 +5,8 @@ Pure: no I/O, no clock. ``per_stream`` holds one ``RunSummary`` per stream id (w
 (``TrackKey``) to its last name (None: unknown) and is rendered as ``stream:id`` (``stream#epoch:id``
 after a reconnect). Stream ids are masked (``mask_secrets``) in both renderings. Latencies are
 ``None`` when nothing was measured. ``decode_errors`` counts corrupt packets/frames the sources
-skipped; ``detector_fallbacks`` counts detection batches that failed and were retried frame by frame.
+skipped; ``detector_fallbacks`` counts detection batches that failed and were retried frame by frame;
+``strangers`` counts the distinct ``unknown-N`` labels given (unknown people told apart).
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from stream.types import TrackKey
 
 __all__ = ["RunSummary", "latency_percentiles_ms"]
 
-_COUNTS = ("frames_in", "frames_processed", "frames_dropped", "tracks", "reconnects", "decode_errors", "detector_fallbacks")
+_COUNTS = (
+    "frames_in",
+    "frames_processed",
+    "frames_dropped",
+    "tracks",
+    "reconnects",
+    "decode_errors",
+    "detector_fallbacks",
+    "strangers",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,7 @@ class RunSummary:
     per_stream: Mapping[str, RunSummary] = field(default_factory=dict)
     decode_errors: int = 0
     detector_fallbacks: int = 0
+    strangers: int = 0
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -60,6 +71,7 @@ class RunSummary:
             "reconnects": self.reconnects,
             "decode_errors": self.decode_errors,
             "detector_fallbacks": self.detector_fallbacks,
+            "strangers": self.strangers,
             "latency_p50_ms": _num(self.latency_p50_ms),
             "latency_p95_ms": _num(self.latency_p95_ms),
             "per_stream": {mask_secrets(k): s.to_dict() for k, s in sorted(self.per_stream.items())},
@@ -79,6 +91,8 @@ class RunSummary:
                 f"corrupt packets/frames skipped: {self.decode_errors}; "
                 f"detection batches retried frame by frame: {self.detector_fallbacks}"
             )
+        if self.strangers:
+            rows.append(f"strangers (unknown people told apart): {self.strangers}")
         if self.identities:
             named = ", ".join(f"{mask_secrets(str(k))}={v or 'unknown'}" for k, v in sorted(self.identities.items()))
             rows.append(f"identities: {named}")

@@ -1,9 +1,11 @@
-"""Stage threads and their wiring: sources → batcher+detector → recogniser → outputs.
+"""Stage threads and their wiring: sources → batcher+detector → recogniser (→ embed) → outputs.
 
 One source thread per stream; one detection thread (the batcher); one recognition thread that owns
-the trackers, best-shot mailboxes and votes and embeds synchronously; one output thread that owns
-every writer and the event sink. Every wait has a timeout and checks one stop event; a stage error
-sets the stop event and is re-raised by ``Pipeline.run`` after all threads are joined.
+the trackers, best-shot mailboxes and votes; with live streams, one embed thread that embeds the
+best-shot crops off the frame path (files: the recognition thread embeds synchronously); one output
+thread that owns every writer and the event sink. Every wait has a timeout and checks one stop
+event; a stage error sets the stop event and is re-raised by ``Pipeline.run`` after all threads are
+joined. Stage timings (detect, track, embed, output) go to an optional ``LatencyObserver``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from stream.errors import PipelineError, UserError
 from stream.faces.models import FaceDetector
 from stream.pipeline.batcher import Batcher, detect_batch
 from stream.pipeline.channels import Channel, Stopped
+from stream.pipeline.embedding import EmbedWorker, LatencyObserver
 from stream.pipeline.inbox import FileInbox, Inbox, LiveInbox
 from stream.pipeline.messages import Annotated, Detected, EndOfStream
 from stream.pipeline.recognise import Recogniser
@@ -92,10 +95,16 @@ class Pipeline:
         settings: PipelineSettings,
         stop: threading.Event | None = None,
         live: set[str] | None = None,
+        *,
+        embed_worker: EmbedWorker | None = None,
+        observer: LatencyObserver | None = None,
     ) -> None:
-        """``live`` names the streams that drop at the door (default: the sources that say is_live)."""
+        """``live`` names the streams that drop at the door (default: the sources that say is_live).
+        ``embed_worker``: run its thread (the recogniser hands it crops); ``observer``: stage timings."""
         self._sources = list(sources)
         self._detector = detector
+        self._embed_worker = embed_worker
+        self._observer = observer
         self._recogniser = recogniser
         self._output = output
         self._settings = settings
@@ -120,11 +129,10 @@ class Pipeline:
             self._thread(f"source:{s.stream_id}", self._source_loop, s, inbox)
             for s, inbox in zip(self._sources, self._inboxes, strict=True)
         ]
-        threads += [
-            self._thread("detect", self._detect_loop),
-            self._thread("recognise", self._recognise_loop),
-            self._thread("output", self._output_loop),
-        ]
+        threads += [self._thread("detect", self._detect_loop), self._thread("recognise", self._recognise_loop)]
+        if self._embed_worker is not None:
+            threads.append(self._thread("embed", self._embed_worker.run, self.stop))
+        threads.append(self._thread("output", self._output_loop))  # last: _wait and _join rely on it
         try:
             for thread in threads:
                 thread.start()
@@ -200,7 +208,9 @@ class Pipeline:
         while not batcher.finished:
             batch = batcher.collect(self.stop)
             if batch:
+                started = time.perf_counter()
                 detected = detect_batch(batch, self._detector.detect, batcher.needs_detection)
+                self._observe("detect", time.perf_counter() - started)  # what each frame of the batch waits
                 self.counters.detector_fallbacks = self._detector.batch_fallbacks
                 self._detected.put(detected, self.stop)
 
@@ -248,6 +258,10 @@ class Pipeline:
             events.append(event)
         if events:
             self._output.events(events)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        if self._observer is not None:
+            self._observer.observe_latency(stage, seconds)
 
     def dropped(self) -> dict[str, int]:
         return {inbox.stream_id: inbox.dropped for inbox in self._inboxes}

@@ -34,6 +34,7 @@ class TrackLabel:
     person: str | None
     score: float | None
     quality: float | None
+    stranger: str | None = None  # the run's unknown-N label of an unknown track, once it has one
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,21 @@
 """Track faces and name them: the single owner of trackers, best-shot mailboxes and votes.
 
 ``Recogniser.process(batch)`` takes detected frames (from any streams, each stream in order) and
-returns annotated frames. It runs in one thread; it embeds the best-shot crops of the whole batch in
-one call, synchronously, so a file gives the same events on every run.
+returns annotated frames. It runs in the recognition thread.
+
+Embedding, two ways:
+- without a worker (files only): the best-shot crops of the whole batch are embedded in one call,
+  synchronously, so a file gives the same events on every run;
+- with an ``EmbedWorker`` (any live stream): the crops go to the embed thread and the frames go on at
+  once; each batch collects the embeddings that finished since the last one, votes, and the identity
+  events ride on the next frame of their stream. Embeddings of tracks that ended (or of an epoch that
+  ended) meanwhile are dropped.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +25,7 @@ from stream.faces.align import warp_to_template
 from stream.faces.embedder import Embedder, crop_for
 from stream.identity.bestshot import BestShotSelector, BestShotSettings, crop_quality
 from stream.identity.voting import TrackVoter
+from stream.pipeline.embedding import Embedded, EmbedWorker, LatencyObserver, embed_crops
 from stream.pipeline.messages import Annotated, Detected, TrackLabel
 from stream.types import Embedding, Event, EventKind, FaceCrop, Frame, TrackKey
 from trackers import Tracker, TrackerSettings, TrackSnapshot, TrackState
@@ -42,8 +52,17 @@ class Recogniser:
         bestshot_settings: BestShotSettings,
         min_face_px: int,
         embed_limit: int = 32,
+        *,
+        worker: EmbedWorker | None = None,
+        observer: LatencyObserver | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``worker``: embed off the frame path (live streams); ``stop``: the pipeline's stop event
+        (to hand batches to the worker); ``observer``: where the ``track`` and ``embed`` stage timings go."""
         self._embedder = embedder
+        self._worker = worker
+        self._observer = observer
+        self._stop = stop or threading.Event()
         self._voter = voter
         self._tracker_settings = tracker_settings
         self._bestshot_settings = bestshot_settings
@@ -51,32 +70,39 @@ class Recogniser:
         self._embed_limit = embed_limit
         self._streams: dict[str, _StreamState] = {}
         self._last_ts: dict[str, float] = {}
+        self._pending: dict[str, list[Event]] = {}  # identity events waiting for their stream's next frame
         self.embeddings = 0
 
     # ------------------------------------------------------------ public
 
     def process(self, batch: Sequence[Detected]) -> list[Annotated]:
-        """Track every frame, embed the batch's best shots at once, then label the frames.
+        """Track every frame, embed (or hand out) the batch's best shots, then label the frames.
 
-        Identity events from this batch's embeddings go with each stream's last frame in the batch.
+        Identity events go with each stream's last frame in the batch (or its next frame in a later
+        batch, when the stream has none in this one).
         """
-        tracked = [(item, *self._track(item)) for item in batch]
-        named = self._embed_ready(batch)
+        tracked = [(item, *self._timed_track(item)) for item in batch]
+        self._embed_ready({item.frame.stream_id: item.frame.pts_s for item in batch})
         last = {item.frame.stream_id: i for i, item in enumerate(batch)}
         return [
             self._annotate(
                 item.frame,
                 snaps,
-                events + (named.get(item.frame.stream_id, []) if last[item.frame.stream_id] == i else []),
+                events + (self._pending.pop(item.frame.stream_id, []) if last[item.frame.stream_id] == i else []),
             )
             for i, (item, snaps, events) in enumerate(tracked)
         ]
+
+    def pending(self, stream_id: str) -> tuple[Event, ...]:
+        """Identity events waiting for the stream's next frame."""
+        return tuple(self._pending.get(stream_id, ()))
 
     def end_stream(self, stream_id: str) -> list[Event]:
         """End every live track of a stream (its source finished), at its last frame's time."""
         state = self._streams.pop(stream_id, None)
         ts = self._last_ts.pop(stream_id, 0.0)
-        return [] if state is None else self._end_all(stream_id, state, ts)
+        pending = self._pending.pop(stream_id, [])
+        return pending if state is None else pending + self._end_all(stream_id, state, ts)
 
     # ------------------------------------------------------------ tracking
 
@@ -92,6 +118,13 @@ class Recogniser:
             )
             self._streams[frame.stream_id] = state
         return state, events
+
+    def _timed_track(self, item: Detected) -> tuple[list[TrackSnapshot], list[Event]]:
+        started = time.perf_counter()
+        out = self._track(item)
+        if self._observer is not None:
+            self._observer.observe_latency("track", time.perf_counter() - started)
+        return out
 
     def _track(self, item: Detected) -> tuple[list[TrackSnapshot], list[Event]]:
         frame = item.frame
@@ -124,7 +157,7 @@ class Recogniser:
         state.best.pop(key.track_id, None)
         state.quality.pop(key.track_id, None)
         score = identity.confidence if identity.person else None
-        return Event.of_track(ts, EventKind.TRACK_ENDED, key, identity.person, score)
+        return Event.of_track(ts, EventKind.TRACK_ENDED, key, identity.person, score, stranger=identity.stranger)
 
     def _end_all(self, stream_id: str, state: _StreamState, ts: float) -> list[Event]:
         keys = [TrackKey(stream_id, state.epoch, tid) for tid in sorted(state.started)]
@@ -148,24 +181,42 @@ class Recogniser:
         if best is None or quality.score > best[0]:
             state.best[snap.track_id] = (quality.score, aligned)
 
-    def _embed_ready(self, batch: Sequence[Detected]) -> dict[str, list[Event]]:
-        last_t = {item.frame.stream_id: item.frame.pts_s for item in batch}
+    def _embed_ready(self, now: dict[str, float]) -> None:
+        """Embed the due best shots (synchronously, or through the worker) and vote on the results.
+
+        ``now``: the stream time of each stream's last frame in this batch."""
+        if self._worker is None:
+            crops = self._ready_crops(now)
+            if crops:
+                self._vote(embed_crops(self._embedder, crops, self._observer))
+            return
+        done = self._worker.collect()
+        if done is not None:
+            self._vote(done)
+        if self._worker.idle:
+            self._worker.submit(self._ready_crops(now), self._stop)
+
+    def _ready_crops(self, now: dict[str, float]) -> list[FaceCrop]:
         crops: list[FaceCrop] = []
-        for stream_id, t in last_t.items():
+        for stream_id, t in now.items():
             state = self._streams.get(stream_id)
             if state is not None:
                 crops += state.selector.ready(t, self._embed_limit - len(crops))
-        if not crops:
-            return {}
-        vectors, norms = self._embedder.embed(np.stack([c.crop for c in crops]))
-        self.embeddings += len(crops)
-        events: dict[str, list[Event]] = {}
-        for crop, vector, norm in zip(crops, vectors, norms, strict=True):
+        return crops
+
+    def _vote(self, done: Embedded) -> None:
+        """Each embedding to its track's votes (if the track still runs); events to ``_pending``."""
+        self.embeddings += len(done.crops)
+        for crop, vector, norm in zip(done.crops, done.vectors, done.norms, strict=True):
+            if not self._alive(crop.track):
+                continue
             embedding = Embedding(vector, float(norm), self._embedder.model_id)
-            events.setdefault(crop.track.stream_id, []).extend(
-                self._voter.add(crop.track, embedding, last_t[crop.track.stream_id])
-            )
-        return events
+            t = self._last_ts[crop.track.stream_id]
+            self._pending.setdefault(crop.track.stream_id, []).extend(self._voter.add(crop.track, embedding, t))
+
+    def _alive(self, key: TrackKey) -> bool:
+        state = self._streams.get(key.stream_id)
+        return state is not None and state.epoch == key.epoch and key.track_id in state.started
 
     def _annotate(self, frame: Frame, snaps: list[TrackSnapshot], events: list[Event]) -> Annotated:
         state = self._streams[frame.stream_id]
@@ -173,7 +224,9 @@ class Recogniser:
         for snap in snaps:
             identity = self._voter.identity(TrackKey(frame.stream_id, state.epoch, snap.track_id))
             score = identity.confidence if identity.person else None
-            labels.append(TrackLabel(snap, identity.person, score, state.quality.get(snap.track_id)))
+            labels.append(
+                TrackLabel(snap, identity.person, score, state.quality.get(snap.track_id), identity.stranger)
+            )
         named = tuple(
             (e.track, state.best[e.track.track_id][1])
             for e in events

@@ -85,6 +85,7 @@ class OutputWriters:
         self._server: MetricsServer | None = self.metrics.serve(metrics_port) if metrics_port else None
         self.identities: dict[TrackKey, str | None] = {}
         self.tracks: set[TrackKey] = set()
+        self.strangers: dict[str, set[str]] = {}  # per stream: the unknown-N labels given
         self._started: dict[TrackKey, float] = {}  # open tracks: their track_started time
         self._snapshot_paths: dict[TrackKey, Path] = {}
         self._pipeline: Pipeline | None = None
@@ -99,6 +100,7 @@ class OutputWriters:
     # ------------------------------------------------------------ OutputStage
 
     def frame(self, item: Annotated) -> None:
+        started = time.perf_counter()
         frame = item.frame
         out = self._stream(frame.stream_id)
         self.events(item.events)
@@ -116,6 +118,7 @@ class OutputWriters:
         latency = time.monotonic() - frame.captured_at
         out.latencies.append(latency)
         self.metrics.frames_processed(frame.stream_id)
+        self.metrics.observe_latency("output", time.perf_counter() - started)
         self.metrics.observe_latency("frame_to_output", latency)
         self._sync_metrics(frame.stream_id)
         self._progress.update(1)
@@ -131,6 +134,8 @@ class OutputWriters:
 
     def _track_event(self, key: TrackKey, event: Event) -> None:
         """Follow a track from its start to its end: the summary's identities, the tracks table row."""
+        if event.stranger is not None:
+            self.strangers.setdefault(key.stream_id, set()).add(event.stranger)
         if event.kind is EventKind.TRACK_STARTED:
             self.tracks.add(key)
             self._started[key] = event.ts
@@ -226,7 +231,7 @@ class OutputWriters:
 
 def _view(label: TrackLabel) -> TrackView:
     snap = label.snapshot
-    return TrackView(snap.track_id, snap.box, label.person, label.score, label.quality, snap.state.value)
+    return TrackView(snap.track_id, snap.box, label.person, label.score, label.quality, snap.state.value, label.stranger)
 
 
 def _letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -261,6 +266,7 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
             latency_p50_ms=p50,
             latency_p95_ms=p95,
             decode_errors=c.decode_errors,
+            strangers=len(writers.strangers.get(name, ())),
         )
     all_latencies = [x for name in counters.streams for x in writers.latencies(name)]
     p50, p95 = latency_percentiles_ms(all_latencies)
@@ -277,4 +283,5 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
         per_stream=per_stream,
         decode_errors=sum(s.decode_errors for s in per_stream.values()),
         detector_fallbacks=counters.detector_fallbacks,
+        strangers=len(set().union(*writers.strangers.values())),
     )

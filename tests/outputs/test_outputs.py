@@ -449,6 +449,7 @@ def test_run_summary_json_and_table():
         "per_stream",
         "decode_errors",
         "detector_fallbacks",
+        "strangers",
     }
     assert set(data) == keys
     (stream_name,) = data["per_stream"]
