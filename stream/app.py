@@ -179,8 +179,12 @@ def build_app(
     overrides: ModelOverrides | None = None,
     *,
     models: Models | None = None,
+    embed_off_path: bool | None = None,
 ) -> App:
-    """Open the sources, build (or take) the models and the gallery, wire the pipeline and outputs."""
+    """Open the sources, build (or take) the models and the gallery, wire the pipeline and outputs.
+
+    ``embed_off_path``: embed in a thread of its own (None: when any stream is live; the benchmark
+    compares both)."""
     streams, gallery_override = plan_streams(config, options)
     paths = output_paths(config.outputs, streams, options)
     sources = [open_source(spec) for spec in streams]
@@ -197,7 +201,8 @@ def build_app(
     live = {s.name for s in streams if s.effective_mode == "live"}
     # Live streams: embed off the frame path (frames never wait for embeddings). Files only: embed
     # synchronously in the recognition thread, so a file gives the same events on every run.
-    worker = EmbedWorker(models.embedder, writers.metrics) if live else None
+    off_path = bool(live) if embed_off_path is None else embed_off_path
+    worker = EmbedWorker(models.embedder, writers.metrics) if off_path else None
     stop = threading.Event()
     recogniser = build_recogniser(models, config, matcher, worker=worker, observer=writers.metrics, stop=stop)
     pipeline = Pipeline(
