@@ -7,9 +7,10 @@ never ``None``. A wrong shape or dtype raises at construction, naming the field.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "TrackKey",
     "TrackSnapshot",
     "TrackState",
+    "iso_utc",
 ]
 
 
@@ -42,7 +44,13 @@ def _require(cond: bool, message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded video frame: HxWx3 uint8 BGR, read-only."""
+    """One decoded video frame: HxWx3 uint8 BGR, read-only.
+
+    ``pts_s``: stream time (s, from the epoch's start); ``captured_at``: ``time.monotonic()`` when the
+    source read it (for latency); ``wall_time``: when it was seen, Unix seconds (UTC) — the capture
+    time for live sources, the file's creation time (or the run start) plus pts for files; None when
+    a test or tool made the frame without one (the output stage then uses its run start plus pts).
+    """
 
     stream_id: str
     index: int
@@ -50,6 +58,7 @@ class Frame:
     pts_s: float
     captured_at: float
     image: np.ndarray
+    wall_time: float | None = None
 
     def __post_init__(self) -> None:
         _set(self, "image", check_array("Frame.image", self.image, np.uint8, (None, None, 3)))
@@ -57,6 +66,9 @@ class Frame:
         _require(self.index >= 0, f"Frame.index: must be >= 0, got {self.index}")
         _require(self.epoch >= 0, f"Frame.epoch: must be >= 0, got {self.epoch}")
         _require(math.isfinite(self.pts_s), f"Frame.pts_s: must be finite, got {self.pts_s}")
+        _require(
+            self.wall_time is None or math.isfinite(self.wall_time), f"Frame.wall_time: must be finite, got {self.wall_time}"
+        )
 
     @property
     def height(self) -> int:
@@ -205,21 +217,24 @@ class EventKind(enum.Enum):
     STREAM_UP = "stream_up"
 
 
-_EVENT_FIELDS = frozenset({"ts", "stream", "kind", "epoch", "track_id", "person", "score", "stranger"})
+_EVENT_FIELDS = frozenset({"time", "pts_s", "stream", "kind", "epoch", "track_id", "person", "score", "stranger"})
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something worth recording; serialises to one JSON line.
 
-    Track events carry the track's ``TrackKey`` (its stream is the event's stream); stream events
-    (``stream_up``/``stream_down``) carry none, and say their epoch and reason in ``extra``.
-    ``stranger`` is the run's label (``unknown-N``) of an unknown person, on ``stranger_assigned`` and
-    on the ``track_ended`` of a track that stayed unknown (``to_dict`` has the key only then). ``extra`` holds the rest (``votes``,
-    ``previous``, ...), never a name of the fields above.
+    ``pts_s`` is the stream time of the frame it happened on (None for stream events); ``time`` is
+    wall-clock Unix seconds (UTC): the frame's ``wall_time``, stamped by the recognition stage (the
+    pure core leaves it None), or when the source went up/down. Track events carry the track's
+    ``TrackKey`` (its stream is the event's stream); stream events (``stream_up``/``stream_down``)
+    carry none, and say their epoch and reason in ``extra``. ``stranger`` is the run's label
+    (``unknown-N``) of an unknown person, on ``stranger_assigned`` and on the ``track_ended`` of a
+    track that stayed unknown (``to_dict`` has the key only then). ``extra`` holds the rest
+    (``votes``, ``previous``, ...), never a name of the fields above.
     """
 
-    ts: float
+    pts_s: float | None
     stream: str
     kind: EventKind
     track: TrackKey | None = None
@@ -227,13 +242,16 @@ class Event:
     score: float | None = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     stranger: str | None = None
+    time: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EventKind):
             raise TypeError(f"Event.kind: expected EventKind, got {self.kind!r}")
         if self.track is not None and not isinstance(self.track, TrackKey):
             raise TypeError(f"Event.track: expected TrackKey or None, got {self.track!r}")
-        _require(math.isfinite(self.ts), f"Event.ts: must be finite, got {self.ts}")
+        for name in ("pts_s", "time"):
+            value = getattr(self, name)
+            _require(value is None or math.isfinite(value), f"Event.{name}: must be finite, got {value}")
         _require(
             self.track is None or self.track.stream_id == self.stream,
             f"Event.track: {self.track} is not a track of stream {self.stream!r}",
@@ -246,7 +264,7 @@ class Event:
     @classmethod
     def of_track(
         cls,
-        ts: float,
+        pts_s: float,
         kind: EventKind,
         track: TrackKey,
         person: str | None = None,
@@ -254,15 +272,26 @@ class Event:
         extra: tuple[tuple[str, Any], ...] = (),
         stranger: str | None = None,
     ) -> Event:
-        """An event about one track (its stream is the track's)."""
-        return cls(ts, track.stream_id, kind, track, person, score, extra, stranger)
+        """An event about one track (its stream is the track's), at stream time ``pts_s``."""
+        return cls(pts_s, track.stream_id, kind, track, person, score, extra, stranger)
+
+    @classmethod
+    def of_stream(cls, time: float, stream: str, kind: EventKind, epoch: int, reason: str) -> Event:
+        """A source went down or (back) up, at wall-clock ``time``."""
+        return cls(None, stream, kind, extra=(("epoch", epoch), ("reason", reason)), time=time)
 
     @property
     def track_id(self) -> int | None:
         return None if self.track is None else self.track.track_id
 
+    def at(self, time: float) -> Event:
+        """This event with its wall-clock ``time`` set (unless it has one)."""
+        return self if self.time is not None else replace(self, time=time)
+
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ts": self.ts, "stream": self.stream, "kind": self.kind.value}
+        """JSON-ready: ``time`` as UTC ISO 8601 with milliseconds (``2026-12-01T08:00:00.123Z``)."""
+        out: dict[str, Any] = {"time": iso_utc(self.time), "pts_s": self.pts_s, "stream": self.stream}
+        out["kind"] = self.kind.value
         if self.track is not None:
             out["epoch"] = self.track.epoch
         out.update(track_id=self.track_id, person=self.person, score=self.score)
@@ -270,3 +299,11 @@ class Event:
             out["stranger"] = self.stranger
         out.update(dict(self.extra))
         return out
+
+
+def iso_utc(unix_s: float | None) -> str | None:
+    """Unix seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds); None stays None."""
+    if unix_s is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(unix_s, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

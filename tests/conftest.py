@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 from pathlib import Path
@@ -23,6 +24,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA} (set ADAFACE_SHARED_DATA)")
     return SHARED_DATA
+
+
+def unix_time(line: dict) -> float:
+    """An event line's ``time`` (UTC ISO 8601, milliseconds) as Unix seconds."""
+    return datetime.datetime.fromisoformat(line["time"].replace("Z", "+00:00")).timestamp()
 
 
 def shared_file(root: Path, relative: str) -> Path:

@@ -164,6 +164,15 @@ class TrackVoter:
             return UNKNOWN
         return Identity(state.person, state.confidence, state.votes, state.stranger)
 
+    def template(self, track: TrackKey) -> tuple[np.ndarray, float] | None:
+        """The track's fused template (unit float32) and the mean feature norm of the embeddings
+        behind it; None when the track has none kept."""
+        state = self._tracks.get(track)
+        if state is None or not state.kept:
+            return None
+        template, _ = self._template(state)
+        return template.astype(np.float32), float(np.mean([k.embedding.norm for k in state.kept]))
+
     def kept(self, track: TrackKey) -> tuple[Embedding, ...]:
         """The embeddings the track keeps, highest norm first."""
         state = self._tracks.get(track)

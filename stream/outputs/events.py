@@ -150,16 +150,24 @@ class EventSink:
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def write(self, event: Event) -> None:
-        """Record one event (committed with its batch: see the module notes)."""
+    def write(self, event: Event, *, run_id: str | None = None, snapshot: Path | None = None) -> None:
+        """Record one event (committed with its batch: see the module notes), with the run id and,
+        for an identity event, the snapshot path; the event must have its wall-clock ``time``."""
         self._check_open()
-        row = _masked(event.to_dict())
+        if event.time is None:
+            raise ValueError(f"EventSink.write: event without a wall-clock time: {event}")
+        row = event.to_dict()
+        if run_id is not None:
+            row["run_id"] = run_id
+        if snapshot is not None:
+            row["snapshot"] = str(snapshot)
+        row = _masked(row)
         if self._jsonl is not None:
             self._append_line(row)
         if self._db is not None:
             extra = {k: v for k, v in row.items() if k not in _EVENT_COLUMNS}
             values = (
-                row["ts"],
+                event.time,
                 row["stream"],
                 row["kind"],
                 row["track_id"],
@@ -313,7 +321,7 @@ def _write_batch(db: sqlite3.Connection, rows: list[tuple[str, tuple[Any, ...]]]
             db.rollback()
 
 
-_EVENT_COLUMNS = frozenset({"ts", "stream", "kind", "track_id", "person", "score"})
+_EVENT_COLUMNS = frozenset({"time", "stream", "kind", "track_id", "person", "score"})
 
 
 def _masked(value: Any) -> Any:

@@ -228,8 +228,8 @@ class Pipeline:
             self.counters.embeddings = self._recogniser.embeddings
 
     def _end_stream(self, marker: EndOfStream) -> None:
-        events = self._recogniser.end_stream(marker.stream_id)
-        self._annotated.put(EndOfStream(marker.stream_id, tuple(events)), self.stop)
+        events, faces = self._recogniser.end_stream(marker.stream_id)
+        self._annotated.put(EndOfStream(marker.stream_id, tuple(events), tuple(faces)), self.stop)
 
     def _output_loop(self) -> None:
         open_streams = {s.stream_id for s in self._sources}
@@ -291,4 +291,4 @@ def _segments(batch: list[Detected | EndOfStream]) -> list[list[Detected] | EndO
 
 def _status_event(status: SourceStatus) -> Event:
     kind = EventKind.STREAM_UP if status.kind == "up" else EventKind.STREAM_DOWN
-    return Event(status.at, status.stream_id, kind, extra=(("epoch", status.epoch), ("reason", status.reason)))
+    return Event.of_stream(status.at, status.stream_id, kind, status.epoch, status.reason)

@@ -11,11 +11,26 @@ from trackers import TrackSnapshot
 
 
 @dataclass(frozen=True, slots=True)
+class TrackFace:
+    """What a track that ended leaves behind for the faces table: its fused template (unit float32),
+    the mean feature norm behind it, the model, its best aligned crop (BGR) and its final names."""
+
+    track: TrackKey
+    template: np.ndarray
+    norm: float
+    model_id: str
+    crop: np.ndarray | None
+    person: str | None
+    stranger: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream:
     """The stream's source has finished (or failed); no more frames follow for it."""
 
     stream_id: str
     events: tuple[Event, ...] = ()  # the stream's last events (its tracks ending)
+    faces: tuple[TrackFace, ...] = ()  # the faces of those tracks
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +60,4 @@ class Annotated:
     labels: tuple[TrackLabel, ...]
     events: tuple[Event, ...]
     snapshots: tuple[tuple[TrackKey, np.ndarray], ...] = ()  # (track, best crop) for newly named tracks
+    faces: tuple[TrackFace, ...] = ()  # of the tracks that ended on this frame

@@ -26,7 +26,7 @@ from stream.faces.embedder import Embedder, crop_for
 from stream.identity.bestshot import BestShotSelector, BestShotSettings, crop_quality
 from stream.identity.voting import TrackVoter
 from stream.pipeline.embedding import Embedded, EmbedWorker, LatencyObserver, embed_crops
-from stream.pipeline.messages import Annotated, Detected, TrackLabel
+from stream.pipeline.messages import Annotated, Detected, TrackFace, TrackLabel
 from stream.types import Embedding, Event, EventKind, FaceCrop, Frame, TrackKey
 from trackers import Tracker, TrackerSettings, TrackSnapshot, TrackState
 
@@ -69,8 +69,9 @@ class Recogniser:
         self._min_face_px = min_face_px
         self._embed_limit = embed_limit
         self._streams: dict[str, _StreamState] = {}
-        self._last_ts: dict[str, float] = {}
+        self._last: dict[str, Frame] = {}  # each stream's latest frame (its times stamp late events)
         self._pending: dict[str, list[Event]] = {}  # identity events waiting for their stream's next frame
+        self._ended: dict[str, list[TrackFace]] = {}  # faces of tracks that ended, for the next output
         self.embeddings = 0
 
     # ------------------------------------------------------------ public
@@ -97,20 +98,27 @@ class Recogniser:
         """Identity events waiting for the stream's next frame."""
         return tuple(self._pending.get(stream_id, ()))
 
-    def end_stream(self, stream_id: str) -> list[Event]:
-        """End every live track of a stream (its source finished), at its last frame's time."""
+    def end_stream(self, stream_id: str) -> tuple[list[Event], list[TrackFace]]:
+        """End every live track of a stream (its source finished), at its last frame's time: the
+        stream's last events and the faces of its tracks."""
         state = self._streams.pop(stream_id, None)
-        ts = self._last_ts.pop(stream_id, 0.0)
-        pending = self._pending.pop(stream_id, [])
-        return pending if state is None else pending + self._end_all(stream_id, state, ts)
+        last = self._last.pop(stream_id, None)
+        events = self._pending.pop(stream_id, [])
+        if state is not None and last is not None:
+            events += self._end_all(stream_id, state, last.pts_s)
+        faces = self._ended.pop(stream_id, [])
+        return ([e.at(last.wall_time) for e in events] if last and last.wall_time is not None else events), faces
 
     # ------------------------------------------------------------ tracking
 
     def _state(self, frame: Frame) -> tuple[_StreamState, list[Event]]:
         state = self._streams.get(frame.stream_id)
         events: list[Event] = []
-        if state is not None and state.epoch != frame.epoch:
-            events = self._end_all(frame.stream_id, state, frame.pts_s)  # a reconnect: old tracks end
+        if state is not None and state.epoch != frame.epoch:  # a reconnect: the old epoch's tracks end
+            last = self._last.get(frame.stream_id, frame)  # at the old epoch's last frame
+            events = self._end_all(frame.stream_id, state, last.pts_s)
+            if last.wall_time is not None:
+                events = [e.at(last.wall_time) for e in events]
             state = None
         if state is None:
             state = _StreamState(
@@ -128,8 +136,8 @@ class Recogniser:
 
     def _track(self, item: Detected) -> tuple[list[TrackSnapshot], list[Event]]:
         frame = item.frame
-        self._last_ts[frame.stream_id] = frame.pts_s
         state, events = self._state(frame)
+        self._last[frame.stream_id] = frame
         dets = item.detections
         if dets is None:
             snaps = state.tracker.update(None, None, frame.pts_s)
@@ -151,11 +159,16 @@ class Recogniser:
         return []
 
     def _end_track(self, state: _StreamState, key: TrackKey, ts: float) -> Event:
+        template = self._voter.template(key)
         identity = self._voter.end(key)
         state.selector.end(key)
         state.started.discard(key.track_id)
-        state.best.pop(key.track_id, None)
+        best = state.best.pop(key.track_id, None)
         state.quality.pop(key.track_id, None)
+        if template is not None:
+            crop = None if best is None else best[1]
+            face = TrackFace(key, *template, self._embedder.model_id, crop, identity.person, identity.stranger)
+            self._ended.setdefault(key.stream_id, []).append(face)
         score = identity.confidence if identity.person else None
         return Event.of_track(ts, EventKind.TRACK_ENDED, key, identity.person, score, stranger=identity.stranger)
 
@@ -211,7 +224,7 @@ class Recogniser:
             if not self._alive(crop.track):
                 continue
             embedding = Embedding(vector, float(norm), self._embedder.model_id)
-            t = self._last_ts[crop.track.stream_id]
+            t = self._last[crop.track.stream_id].pts_s
             self._pending.setdefault(crop.track.stream_id, []).extend(self._voter.add(crop.track, embedding, t))
 
     def _alive(self, key: TrackKey) -> bool:
@@ -232,4 +245,7 @@ class Recogniser:
             for e in events
             if e.kind is EventKind.IDENTITY_ASSIGNED and e.track is not None and e.track.track_id in state.best
         )
-        return Annotated(frame, tuple(labels), tuple(events), named)
+        if frame.wall_time is not None:
+            events = [e.at(frame.wall_time) for e in events]
+        faces = tuple(self._ended.pop(frame.stream_id, ()))
+        return Annotated(frame, tuple(labels), tuple(events), named, faces)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,10 @@ class OutputWriters:
         metrics_port: int | None = None,
         progress: bool = False,
         video: VideoSettings | None = None,
+        run: RunInfo | None = None,
     ) -> None:
+        """``run``: this run's id and start (default: a new id, now)."""
+        self.run = run or RunInfo.new()
         self._paths = paths
         self._video = video or VideoSettings()
         self._fps = fps
@@ -103,9 +107,9 @@ class OutputWriters:
         started = time.perf_counter()
         frame = item.frame
         out = self._stream(frame.stream_id)
-        self.events(item.events)
-        for key, crop in item.snapshots:
+        for key, crop in item.snapshots:  # before the events: identity events name their snapshot
             self._snapshot(key, crop)
+        self.events(item.events)
         views = [_view(label) for label in item.labels]
         if self._paths.videos.get(frame.stream_id) is not None or self._display:
             image = draw_overlay(frame.image, views, stream_label=frame.stream_id)
@@ -125,8 +129,10 @@ class OutputWriters:
 
     def events(self, events: Sequence[Event]) -> None:
         for event in events:
+            if event.time is None:  # made without a frame's wall time (tests, tools): run start + pts
+                event = event.at(self.run.started + (event.pts_s or 0.0))
             if self._sink is not None:
-                self._sink.write(event)
+                self._sink.write(event, run_id=self.run.run_id, snapshot=self._snapshot_of(event))
             if event.track is not None:
                 self._track_event(event.track, event)
         if events and self._sink is not None:
@@ -138,16 +144,20 @@ class OutputWriters:
             self.strangers.setdefault(key.stream_id, set()).add(event.stranger)
         if event.kind is EventKind.TRACK_STARTED:
             self.tracks.add(key)
-            self._started[key] = event.ts
+            self._started[key] = _time(event)
         elif event.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED):
             self.identities[key] = event.person
         elif event.kind is EventKind.TRACK_ENDED:
             self.tracks.add(key)
             self.identities.setdefault(key, event.person)
-            first = self._started.pop(key, event.ts)
+            first = self._started.pop(key, _time(event))
             snapshot = self._snapshot_paths.pop(key, None)
             if self._sink is not None:
-                self._sink.track_update(key, first, event.ts, event.person, event.score, snapshot)
+                self._sink.track_update(key, first, _time(event), event.person, event.score, snapshot)
+
+    def _snapshot_of(self, event: Event) -> Path | None:
+        named = event.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED)
+        return self._snapshot_paths.get(event.track) if named and event.track is not None else None
 
     def end_stream(self, stream_id: str) -> None:
         out = self._streams.get(stream_id)
@@ -227,6 +237,23 @@ class OutputWriters:
         if self._display:
             cv2.imshow(stream_id, image)
             cv2.waitKey(1)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run of the app: its id (a UUID, in every event) and when it started (Unix s)."""
+
+    run_id: str
+    started: float
+
+    @classmethod
+    def new(cls) -> RunInfo:
+        return cls(str(uuid.uuid4()), time.time())
+
+
+def _time(event: Event) -> float:
+    assert event.time is not None  # events() stamps every event first
+    return event.time
 
 
 def _view(label: TrackLabel) -> TrackView:

@@ -14,6 +14,7 @@ Every PyAV quirk the sources rely on is absorbed here:
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable, Generator, Mapping
 from fractions import Fraction
@@ -58,6 +59,25 @@ def stream_fps(stream: Any) -> float | None:
             fps = float(rate)
             if 0.0 < fps <= 1000.0:
                 return fps
+    return None
+
+
+def creation_time(container: Any) -> float | None:
+    """The file's ``creation_time`` metadata (container, else first video stream) as Unix seconds,
+    or None when absent or unparsable (FFmpeg writes ISO 8601, e.g. ``2024-05-01T10:00:00.000000Z``)."""
+    streams = container.streams.video
+    for metadata in (container.metadata, streams[0].metadata if streams else {}):
+        text = str(metadata.get("creation_time") or "").strip()
+        if not text:
+            continue
+        try:
+            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            log.debug("unparsable creation_time %r", text)
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
     return None
 
 

@@ -87,7 +87,8 @@ class VideoFileSource(FrameSource):
         container = self._open()
         try:
             stream = _av.video_stream(container)
-            self._decode_all(container, stream, emit, stop, counts)
+            base = _av.creation_time(container)
+            self._decode_all(container, stream, emit, stop, counts, time.time() if base is None else base)
         finally:
             container.close()
         if counts.errors:
@@ -102,7 +103,10 @@ class VideoFileSource(FrameSource):
 
     # ------------------------------------------------------------------ steps
 
-    def _decode_all(self, container: Any, stream: Any, emit: Emit, stop: threading.Event, counts: _Counts) -> None:
+    def _decode_all(
+        self, container: Any, stream: Any, emit: Emit, stop: threading.Event, counts: _Counts, base: float
+    ) -> None:
+        """Emit every decodable frame; ``base``: the wall-clock time (Unix s) of pts 0."""
         fps = self._fps or DEFAULT_FPS
         last_pts: float | None = None
 
@@ -122,7 +126,7 @@ class VideoFileSource(FrameSource):
                     skip(exc)
                     continue
                 pts = pts_or_fallback(_av.frame_time(av_frame), counts.frames, fps, last_pts)
-                frame = Frame(self._stream_id, counts.frames, 0, pts, time.monotonic(), image)
+                frame = Frame(self._stream_id, counts.frames, 0, pts, time.monotonic(), image, base + pts)
                 counts.frames += 1
                 last_pts = pts
                 if not emit(frame):
@@ -219,6 +223,7 @@ class ImageFolderSource(FrameSource):
 
     def run(self, emit: Emit, stop: threading.Event) -> SourceStats:
         counts = _Counts(skipped_files=len(self._others))
+        base = time.time()  # an image sequence has no creation time: the run start is its time 0
         for other in self._others:
             log.warning("%s: skipping %s: not an image file", self._stream_id, other)
         for path in self._images:
@@ -231,7 +236,8 @@ class ImageFolderSource(FrameSource):
                 self._count_decode_error()
                 log.warning("%s: skipping %s", self._stream_id, exc)
                 continue
-            frame = Frame(self._stream_id, counts.frames, 0, counts.frames / self._fps, time.monotonic(), image)
+            pts = counts.frames / self._fps
+            frame = Frame(self._stream_id, counts.frames, 0, pts, time.monotonic(), image, base + pts)
             counts.frames += 1
             if not emit(frame):
                 break

@@ -266,7 +266,7 @@ class _LiveRun:
                 if session_frames == 0:
                     self.came_up()
                 pts = pts_or_fallback(_av.frame_time(av_frame), self.frames, fps, last_pts)
-                frame = Frame(self.name, self.frames, self.epoch, pts, time.monotonic(), image)
+                frame = Frame(self.name, self.frames, self.epoch, pts, time.monotonic(), image, time.time())
                 self.frames += 1
                 session_frames += 1
                 last_pts = pts

@@ -52,10 +52,10 @@ def test_a_returning_stranger_gets_the_same_label(shared_data: Path, tmp_path: P
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assigned = [e for e in lines if e["kind"] == "stranger_assigned"]
     ended = [e for e in lines if e["kind"] == "track_ended"]
-    print(f"\nstranger events: {[(e['track_id'], e['stranger'], round(e['ts'], 2)) for e in assigned]}")
+    print(f"\nstranger events: {[(e['track_id'], e['stranger'], round(e['pts_s'], 2)) for e in assigned]}")
     assert len({e["track_id"] for e in ended}) >= 2, "David's first track should end while he is away"
-    first = [e for e in assigned if e["ts"] < 80 / 30]
-    back = [e for e in assigned if e["ts"] > 125 / 30]
+    first = [e for e in assigned if e["pts_s"] < 80 / 30]
+    back = [e for e in assigned if e["pts_s"] > 125 / 30]
     assert first and back, assigned
     assert {e["stranger"] for e in first} == {e["stranger"] for e in back} == {"unknown-1"}
     assert all(e["person"] is None for e in lines)

@@ -132,7 +132,8 @@ def test_match_identity_event() -> None:
     event = Event.of_track(1.5, EventKind.IDENTITY_ASSIGNED, TrackKey("cam", 2, 7), "ann", 0.7, (("votes", 3),))
     assert event.stream == "cam" and event.track_id == 7
     assert event.to_dict() == {
-        "ts": 1.5,
+        "time": None,
+        "pts_s": 1.5,
         "stream": "cam",
         "kind": "identity_assigned",
         "epoch": 2,

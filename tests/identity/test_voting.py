@@ -49,7 +49,7 @@ def test_identity_is_assigned_only_after_min_votes(world) -> None:
     assert len(events) == 1
     ev = events[0]
     assert ev.kind is EventKind.IDENTITY_ASSIGNED
-    assert (ev.stream, ev.track_id, ev.person, ev.ts) == ("cam", 5, "alice", 0.2)
+    assert (ev.stream, ev.track_id, ev.person, ev.pts_s) == ("cam", 5, "alice", 0.2)
     assert dict(ev.extra) == {"votes": 3}
     assert ev.score is not None and ev.score > 0.9
     ident = voter.identity(TRACK)

@@ -232,7 +232,8 @@ def test_video_writer_write_error_names_the_path(tmp_path):
 def _event(i: int, stream: str = "cam1", epoch: int = 0, **extra) -> Event:
     kind = EventKind.IDENTITY_ASSIGNED if i % 2 else EventKind.TRACK_STARTED
     track = TrackKey(stream, epoch, i)
-    return Event.of_track(1000.0 + i, kind, track, person="alice", score=0.5, extra=tuple(extra.items()))
+    event = Event.of_track(float(i), kind, track, person="alice", score=0.5, extra=tuple(extra.items()))
+    return event.at(1000.0 + i)
 
 
 def _rows(db_path: Path, sql: str) -> list[tuple]:
@@ -248,7 +249,7 @@ def test_event_sink_writes_jsonl_and_sqlite_with_masked_secrets(tmp_path):
     with EventSink(jsonl, db_path) as sink:
         sink.write(_event(0))
         sink.write(_event(1, stream=SECRET_URL, source=SECRET_URL, nested={"urls": [SECRET_URL]}, epoch=2))
-        sink.write(Event(ts=1002.0, stream="cam1", kind=EventKind.STREAM_DOWN))
+        sink.write(Event.of_stream(1002.0, "cam1", EventKind.STREAM_DOWN, 0, "read failed"))
         sink.track_update(TrackKey("cam1", 0, 1), 1000.0, 1001.0, None, None, None)
         sink.track_update(TrackKey("cam1", 0, 1), 999.0, 1005.0, "alice", 0.7, tmp_path / "s.jpg")
         sink.track_update(TrackKey("cam1", 1, 1), 1010.0, 1011.0, "bob", 0.6, None)  # same id, new epoch
@@ -258,7 +259,7 @@ def test_event_sink_writes_jsonl_and_sqlite_with_masked_secrets(tmp_path):
     lines = [json.loads(line) for line in text.splitlines()]
     assert len(lines) == 3
     for line in lines:
-        assert {"ts", "stream", "kind", "track_id", "person", "score"} <= line.keys()
+        assert {"time", "pts_s", "stream", "kind", "track_id", "person", "score"} <= line.keys()
     assert lines[1]["stream"] == "rtsp://admin:***@10.0.0.5/cam" and lines[1]["epoch"] == 2
     assert lines[2]["kind"] == "stream_down" and lines[2]["track_id"] is None
 
@@ -266,7 +267,7 @@ def test_event_sink_writes_jsonl_and_sqlite_with_masked_secrets(tmp_path):
     assert [e[3] for e in events] == ["track_started", "identity_assigned", "stream_down"]
     assert events[1][2] == "rtsp://admin:***@10.0.0.5/cam"
     extra = json.loads(events[1][7])
-    assert extra == {"epoch": 2, "nested": {"urls": ["rtsp://admin:***@10.0.0.5/cam"]}, "source": extra["source"]}
+    assert extra == {"epoch": 2, "pts_s": 1.0, "nested": {"urls": ["rtsp://admin:***@10.0.0.5/cam"]}, "source": extra["source"]}
     assert "hunter2" not in events[1][7]
     tracks = _rows(
         db_path, "SELECT stream, epoch, track_id, first_ts, last_ts, person, score, snapshot_path FROM tracks"
@@ -306,7 +307,7 @@ def test_event_sink_flushed_events_survive_kill_9(tmp_path):
         from stream.types import Event, EventKind, TrackKey
         sink = EventSink(Path({str(jsonl)!r}), Path({str(db_path)!r}), commit_every=1000, commit_interval_s=3600)
         for i in range({k}):
-            sink.write(Event.of_track(float(i), EventKind.TRACK_STARTED, TrackKey("cam", 0, i)))
+            sink.write(Event.of_track(float(i), EventKind.TRACK_STARTED, TrackKey("cam", 0, i)).at(float(i)))
         sink.track_update(TrackKey("cam", 1, 3), 0.0, 1.0, "alice", 0.9, None)
         sink.flush()
         os.kill(os.getpid(), signal.SIGKILL)

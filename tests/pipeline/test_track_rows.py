@@ -21,7 +21,8 @@ def _writers(tmp_path: Path) -> OutputWriters:
 
 
 def _track_event(ts: float, kind: EventKind, epoch: int, track_id: int, person: str | None = None) -> Event:
-    return Event.of_track(ts, kind, TrackKey("cam", epoch, track_id), person, 0.9)
+    """An event at wall-clock ``ts`` (its stream time counts from the epoch's start at 10 s / 110 s)."""
+    return Event.of_track(ts - (10.0 if epoch == 0 else 110.0), kind, TrackKey("cam", epoch, track_id), person, 0.9).at(ts)
 
 
 def test_a_reconnect_gives_two_rows_each_from_start_to_end(tmp_path: Path) -> None:
