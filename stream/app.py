@@ -14,12 +14,12 @@ import numpy as np
 
 from stream.config import AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
-from stream.faces.embedder import default_threshold
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
 from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
 from stream.identity.strangers import StrangerBook, StrangerSettings
+from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.outputs.summary import RunSummary
 from stream.outputs.video import VideoSettings
@@ -86,17 +86,19 @@ def _check_unique(streams: tuple[StreamConfig, ...]) -> None:
 
 
 def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Matcher:
-    rec = config.recognition
-    threshold = rec.match_threshold if rec.match_threshold is not None else default_threshold(models.embedder.model_id)
+    """The gallery's matcher; its threshold scales with the gallery size (``stream.identity.thresholds``)."""
+    rec, model_id = config.recognition, models.embedder.model_id
     if not gallery_dir.is_dir():
         log.warning("gallery %s not found: every face will be unknown", gallery_dir)
-        return _empty_matcher(threshold, rec.min_margin)
+        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
     gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
     if not gallery.people:
         log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
-        return _empty_matcher(threshold, rec.min_margin)
+        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
     log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
-    return Matcher.from_gallery(gallery, threshold, rec.min_margin)
+    choice = threshold_from_config(model_id, rec, len(gallery.people))
+    log.info("%s", choice.describe())
+    return Matcher.from_gallery(gallery, choice.threshold, rec.min_margin)
 
 
 def _empty_matcher(threshold: float, min_margin: float) -> Matcher:

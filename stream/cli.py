@@ -175,7 +175,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from stream.commands.verify import format_verdict, run_verify
 
     config, models = _models(args)
-    verdict = run_verify(models, args.a, args.b, config.recognition.match_threshold)
+    rec = config.recognition
+    verdict = run_verify(models, args.a, args.b, rec.match_threshold, rec.target_far, rec.score_table)
     print(format_verdict(verdict, args.json))
     return EXIT_OK
 
@@ -202,6 +203,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
         rec.min_margin,
         per_image=args.per_image,
         use_cache=config.gallery.cache,
+        target_far=rec.target_far,
+        score_table=rec.score_table,
     )
     print(format_identities(faces, args.json))
     return EXIT_OK
@@ -221,6 +224,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         plot_path=args.plot,
         current_threshold=config.recognition.match_threshold,
         use_cache=config.gallery.cache,
+        identities_csv=args.identities,
+        root=args.root,
+        table_path=args.write_table,
     )
     print(json.dumps(result) if args.json else text)
     return EXIT_OK

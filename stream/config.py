@@ -163,7 +163,23 @@ class RecognitionConfig(_Strict):
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Autocast precision on CUDA (CPU: fp32).")
     batch_size: int = Field(32, ge=1, le=1024, description="Most crops per embedding batch.")
     match_threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, description="Cosine threshold for a known person (null: the model's calibrated default)."
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine threshold for a known person; set, it wins over target_far (null: from the model's "
+        "score table and the gallery size, or the model's fixed default when it has no table).",
+    )
+    target_far: float = Field(
+        1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="Chance that a stranger is named as anybody in the gallery: a gallery of G people uses the "
+        "threshold whose per-pair false-accept rate is target_far/G on the model's score table.",
+    )
+    score_table: Path | None = Field(
+        None,
+        description="Score table from run.py calibrate --write-table, relative to config.yaml (null: the table "
+        "shipped for the model, if any).",
     )
     min_margin: float = Field(
         0.05, ge=0.0, le=2.0, description="Best score must beat the second person by this much, else unknown."
@@ -314,6 +330,7 @@ class AppConfig(_Strict):
                     update={
                         "checkpoint": absolute(self.recognition.checkpoint),
                         "checkpoints_dir": absolute(self.recognition.checkpoints_dir),
+                        "score_table": absolute(self.recognition.score_table),
                     }
                 ),
                 "gallery": self.gallery.model_copy(update={"dir": absolute(self.gallery.dir)}),

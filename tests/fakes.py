@@ -24,6 +24,8 @@ from stream.types import FaceDetections, Frame
 if TYPE_CHECKING:
     import torch
 
+    from stream.faces.embedder import CropKind
+
 __all__ = [
     "AlwaysFailingDetectFace",
     "BatchFailingDetectFace",
@@ -34,8 +36,10 @@ __all__ = [
     "FakeGallery",
     "FakePerson",
     "FakeRecognition",
+    "LevelEmbedder",
     "NoEmbedder",
     "NoFaceDetector",
+    "OneFaceDetector",
     "PicklePayload",
     "RecordingDetect",
     "RecordingLogHandler",
@@ -133,7 +137,52 @@ class NoFaceDetector:
         return FaceDetections.empty()
 
 
+class OneFaceDetector:
+    """Finds one frontal face in the middle of every image brighter than ``dark`` (mean grey level),
+    none in darker ones: box over the central 60 %, score 0.999, five plausible landmarks."""
+
+    batch_fallbacks = 0
+
+    def __init__(self, dark: float = 5.0) -> None:
+        self.dark = dark
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[FaceDetections]:
+        return [self.detect_one(frame) for frame in frames]
+
+    def detect_one(self, image: np.ndarray) -> FaceDetections:
+        if float(np.mean(image)) < self.dark:
+            return FaceDetections.empty()
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = 0.2 * w, 0.2 * h, 0.8 * w, 0.8 * h
+        fx = [0.35, 0.65, 0.5, 0.38, 0.62]
+        fy = [0.4, 0.4, 0.55, 0.7, 0.7]
+        points = [[x1 + a * (x2 - x1), y1 + b * (y2 - y1)] for a, b in zip(fx, fy, strict=True)]
+        return FaceDetections(
+            boxes=np.array([[x1, y1, x2, y2]], np.float32),
+            scores=np.array([0.999], np.float32),
+            landmarks=np.array([points], np.float32),
+        )
+
+
 # ---------------------------------------------------------------- embedders
+
+
+class LevelEmbedder:
+    """Embeds a crop as the unit vector registered for its mean grey level rounded to a multiple of
+    10 (``vectors[level]``): images of uniform grey plus noise stand for chosen embeddings."""
+
+    crop_size = 160
+    crop_kind: CropKind = "box"
+
+    def __init__(self, vectors: dict[int, np.ndarray], model_id: str = "facenet:casia-webface:fake") -> None:
+        self.vectors = {k: np.asarray(v, np.float32) / np.linalg.norm(v) for k, v in vectors.items()}
+        self.model_id = model_id
+
+    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        levels = [round(float(np.mean(crop)) / 10.0) * 10 for crop in crops]
+        dim = len(next(iter(self.vectors.values())))
+        rows = np.stack([self.vectors[level] for level in levels]) if levels else np.zeros((0, dim), np.float32)
+        return rows, np.full(len(levels), 20.0, np.float32)
 
 
 class CountingEmbedder:
@@ -162,7 +211,7 @@ class CountingEmbedder:
 class NoEmbedder:
     """An embedder that must never be called (runs where no face is found)."""
 
-    crop_size, crop_kind, model_id = 112, "template", "facenet:test"
+    crop_size, crop_kind, model_id = 112, "template", "facenet:casia-webface:test"
 
     def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise AssertionError("no face was found, so nothing should be embedded")

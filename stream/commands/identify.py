@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream.errors import UserError
-from stream.faces.embedder import default_threshold
 from stream.faces.images import ImageReadError, read_bgr
 from stream.faces.models import Models
 from stream.faces.still import crop_faces, embed_stack
 from stream.identity.matcher import GalleryLike, Matcher
+from stream.identity.thresholds import DEFAULT_TARGET_FAR, choose_threshold, table_for
 from stream.types import Identity, Match
 
 if TYPE_CHECKING:
     from stream.identity.gallery import Gallery
 
 JSON_KEYS = ("box", "person", "score", "margin")
+
+log = logging.getLogger(__name__)
 
 
 def load_gallery(models: Models, gallery_dir: Path, use_cache: bool = True) -> Gallery:
@@ -45,19 +48,31 @@ def run_identify(
     min_margin: float,
     per_image: bool = False,
     use_cache: bool = True,
+    target_far: float = DEFAULT_TARGET_FAR,
+    score_table: Path | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per face (detector order) with exactly the keys of ``JSON_KEYS``.
 
     ``gallery`` is a gallery folder (enrolled here) or an enrolled gallery. ``threshold`` None
-    means the model's calibrated default. ``per_image`` matches against every enrolled image
+    means the model's score table (``score_table``, else the shipped one) at per-pair FAR
+    ``target_far / G`` for a gallery of G people, or the fixed default of a model without a
+    table (``stream.identity.thresholds``). ``per_image`` matches against every enrolled image
     (a person's best) instead of the fused templates.
     """
     image = _read(image_path)  # before enrolling: a wrong path fails at once
     if isinstance(gallery, Path):
         gallery = load_gallery(models, gallery, use_cache)
     _check_model(gallery, models.embedder.model_id)
-    chosen = default_threshold(models.embedder.model_id) if threshold is None else threshold
-    matcher = Matcher.from_gallery(gallery, chosen, min_margin, top_k=2, per_image=per_image)
+    model_id = models.embedder.model_id
+    choice = choose_threshold(
+        model_id,
+        gallery_size=len(gallery.names),
+        target_far=target_far,
+        match_threshold=threshold,
+        table=None if threshold is not None else table_for(model_id, score_table),
+    )
+    log.info("%s", choice.describe())
+    matcher = Matcher.from_gallery(gallery, choice.threshold, min_margin, top_k=2, per_image=per_image)
     faces = crop_faces(image, models.detector.detect_one(image), models.embedder)
     if len(faces.detections) == 0:
         return []

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from stream.errors import UserError
-from stream.faces.embedder import default_threshold
 from stream.faces.models import Models, largest_face_crop
 from stream.faces.still import cosine, embed_stack
+from stream.identity.thresholds import DEFAULT_TARGET_FAR, choose_threshold, table_for
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,23 @@ class Verdict:
     model_id: str
 
 
-def run_verify(models: Models, a: Path, b: Path, threshold: float | None) -> Verdict:
+def run_verify(
+    models: Models,
+    a: Path,
+    b: Path,
+    threshold: float | None,
+    target_far: float = DEFAULT_TARGET_FAR,
+    score_table: Path | None = None,
+) -> Verdict:
+    """``threshold`` None: the model's score table at per-pair FAR ``target_far`` (one comparison,
+    a gallery of one), or its fixed default without a table."""
     crops = [_largest_face_crop(models, path) for path in (a, b)]
     vectors, _ = embed_stack(models.embedder, crops)
-    chosen = default_threshold(models.embedder.model_id) if threshold is None else threshold
+    model_id = models.embedder.model_id
+    table = None if threshold is not None else table_for(model_id, score_table)
+    chosen = choose_threshold(
+        model_id, gallery_size=1, target_far=target_far, match_threshold=threshold, table=table
+    ).threshold
     score = cosine(vectors[0], vectors[1])
     return Verdict(round(score, 6), chosen, score >= chosen, models.embedder.model_id)
 

@@ -16,10 +16,11 @@ from stream.faces.align import box_crop, warp_to_template
 
 CropKind = Literal["template", "box"]
 
-# Cosine thresholds per model family. AdaFace: the maintainer's 0.3 (issue #161, CVLFace's
-# default). FaceNet: the equal-error threshold (0.418) of the 580 labelled deepface pairs
-# (../shared/data/deepface: AUC 0.99996); README "Thresholds" says how to recalibrate.
-DEFAULT_THRESHOLDS = {"adaface": 0.3, "facenet": 0.42}
+# Fixed cosine thresholds of model families without a score table. AdaFace: the maintainer's 0.3
+# (issue #161, CVLFace's default); no checkpoint can be calibrated here. FaceNet has a score table
+# instead (stream/identity/score_tables/, README "Thresholds"): its default is the threshold at
+# per-pair FAR 1e-3 there (stream.identity.thresholds.default_threshold).
+DEFAULT_THRESHOLDS = {"adaface": 0.3}
 
 
 class ModelUnavailableError(Exception):
@@ -38,10 +39,6 @@ class Embedder(Protocol):
 
 def family_of(model_id: str) -> str:
     return model_id.split(":", 1)[0]
-
-
-def default_threshold(model_id: str) -> float:
-    return DEFAULT_THRESHOLDS[family_of(model_id)]
 
 
 def crop_for(embedder: Embedder, image_bgr: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

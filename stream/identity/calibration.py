@@ -1,6 +1,12 @@
 """Verification statistics on genuine/impostor cosine scores (pure numpy/scipy).
 
 Used to choose and check the shipped thresholds (``run.py calibrate``) and by the accuracy tests.
+
+**What N impostor pairs can measure.** A FAR ``f`` is measurable when ``f * N`` false accepts are
+expected to be at least ``MEASURABLE_FALSE_ACCEPTS`` (3): with fewer, the count is 0, 1 or 2 by
+chance and the threshold there is set by one or two scores. ``far_interval`` gives the exact
+(Clopper–Pearson) 95 % interval of a measured FAR ``k / N``; with ``k = 0`` its upper end is
+``1 - 0.025^(1/N)`` (about 3.7 / N), the "rule of three" in two-sided form.
 """
 
 from __future__ import annotations
@@ -8,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import beta, rankdata
+
+MEASURABLE_FALSE_ACCEPTS = 3.0  # a FAR f is measurable on N impostor pairs when f * N >= this
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,14 @@ def rates_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> tuple[fl
 def threshold_at_far(scores: np.ndarray, same: np.ndarray, target_far: float) -> float:
     """The lowest threshold whose false-accept rate is <= ``target_far``."""
     _, impostor = _split(scores, same)
+    return threshold_at_far_of(impostor, target_far)
+
+
+def threshold_at_far_of(impostor: np.ndarray, target_far: float) -> float:
+    """The lowest threshold that at most ``floor(target_far * N)`` of the N impostor scores reach."""
+    impostor = np.asarray(impostor, np.float64)
+    if impostor.ndim != 1 or impostor.size == 0:
+        raise ValueError(f"impostor: need a non-empty 1-d array, got shape {impostor.shape}")
     ordered = np.sort(impostor)[::-1]
     allowed = int(np.floor(target_far * impostor.size))  # impostors that may pass
     if allowed >= impostor.size:
@@ -114,15 +130,25 @@ class Calibration:
     stats: VerificationStats
     target_far: float
     at_target: OperatingPoint  # the lowest threshold whose FAR <= target_far
-    at_current: OperatingPoint  # the threshold in use now (config or model default)
+    at_current: OperatingPoint | None  # the threshold in use now (config or model default), if any
 
     @property
     def far_resolved(self) -> bool:
-        """Enough impostor pairs to measure ``target_far`` (at least 1 / target_far)."""
-        return self.stats.impostor * self.target_far >= 1.0
+        """Enough impostor pairs to measure ``target_far`` (``far_measurable``)."""
+        return far_measurable(self.target_far, self.stats.impostor)
+
+    @property
+    def false_accepts(self) -> int:
+        """Impostor pairs at or above the chosen threshold."""
+        return round(self.at_target.far * self.stats.impostor)
+
+    @property
+    def far_ci(self) -> tuple[float, float]:
+        """95 % Clopper–Pearson interval of the FAR measured at the chosen threshold."""
+        return far_interval(self.false_accepts, self.stats.impostor)
 
 
-def calibrate(scores: np.ndarray, same: np.ndarray, target_far: float, current_threshold: float) -> Calibration:
+def calibrate(scores: np.ndarray, same: np.ndarray, target_far: float, current_threshold: float | None) -> Calibration:
     if not 0.0 < target_far < 1.0:
         raise ValueError(f"target_far: must be in (0, 1), got {target_far}")
     chosen = threshold_at_far(scores, same, target_far)
@@ -130,8 +156,26 @@ def calibrate(scores: np.ndarray, same: np.ndarray, target_far: float, current_t
         stats=verification_stats(scores, same),
         target_far=float(target_far),
         at_target=operating_point(scores, same, chosen),
-        at_current=operating_point(scores, same, current_threshold),
+        at_current=None if current_threshold is None else operating_point(scores, same, current_threshold),
     )
+
+
+def far_measurable(far: float, impostors: int) -> bool:
+    """Whether ``impostors`` pairs expect at least ``MEASURABLE_FALSE_ACCEPTS`` false accepts at ``far``."""
+    return far * impostors >= MEASURABLE_FALSE_ACCEPTS * (1 - 1e-9)
+
+
+def far_interval(false_accepts: int, impostors: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a false-accept rate ``false_accepts / impostors``."""
+    if impostors < 1 or not 0 <= false_accepts <= impostors:
+        raise ValueError(f"false_accepts: need 0 <= k <= n and n >= 1, got k={false_accepts}, n={impostors}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
+    alpha = 1.0 - confidence
+    k, n = false_accepts, impostors
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
 
 
 def gallery_pair_scores(

@@ -38,7 +38,8 @@ Measurements behind the defaults (offline FaceNet + MTCNN with the default confi
 - Outliers: leave-one-out cosines of 60 photos of 11 people (deepface clusters A-F, J-M, insightface
   RD): FaceNet min 0.643, 5th percentile 0.70; a photo of someone else against a person's template:
   max 0.500, 95th percentile 0.243. The default (``outlier_cos=None``) is the model family's match
-  threshold (FaceNet 0.42, AdaFace 0.3, ``stream.faces.embedder.DEFAULT_THRESHOLDS``): a photo
+  threshold for a gallery of one (``stream.identity.thresholds.default_threshold``: FaceNet's score
+  table at per-pair FAR 1e-3, AdaFace's fixed 0.3): a photo
   that would not even match its own person is not enrolled. Cosine scales differ between models,
   so one fixed number would be too strict for one family or too loose for the other.
 """
@@ -51,9 +52,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.faces.embedder import DEFAULT_THRESHOLDS, family_of
+from stream.errors import UserError
 from stream.faces.still import box_areas
 from stream.identity.templates import fuse
+from stream.identity.thresholds import default_threshold
 from stream.types import FaceDetections
 
 __all__ = [
@@ -191,7 +193,10 @@ def outlier_threshold(gates: EnrollGates, model_id: str) -> float:
     """The outlier cosine: the explicit gate, else the model family's match threshold."""
     if gates.outlier_cos is not None:
         return float(gates.outlier_cos)
-    return DEFAULT_THRESHOLDS.get(family_of(model_id), FALLBACK_OUTLIER_COS)
+    try:
+        return default_threshold(model_id)
+    except UserError:  # a family with neither a table nor a fixed default
+        return FALLBACK_OUTLIER_COS
 
 
 def leave_one_out_cosines(vectors: np.ndarray, norms: np.ndarray) -> np.ndarray:

@@ -13,10 +13,10 @@ import pytest
 from stream import demo
 from stream.config import AppConfig
 from stream.demo import EILEEN, HOPPER, Placement, make_demo_clip, make_demo_gallery, prepare_demo, scene
-from stream.faces.embedder import default_threshold
 from stream.faces.models import ModelOverrides, Models, build_embedder, model_choice
 from stream.faces.still import crop_faces, embed_stack
 from stream.identity.gallery import Gallery, enroll
+from stream.identity.thresholds import default_threshold
 from stream.types import FaceDetections
 from tests.conftest import REPO
 from tests.fakes import ShortClipMaker

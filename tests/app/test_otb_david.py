@@ -32,7 +32,6 @@ import pytest
 
 from stream.config import AppConfig
 from stream.faces.detector import DetectorSettings, MtcnnDetector
-from stream.faces.embedder import default_threshold
 from stream.faces.images import read_bgr
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.faces.still import crop_faces, largest_face
@@ -40,6 +39,7 @@ from stream.identity.bestshot import BestShotSelector, crop_quality
 from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
 from stream.identity.templates import fuse
+from stream.identity.thresholds import default_threshold
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.types import Embedding, EventKind, FaceCrop, FaceDetections, TrackKey
 from tests.conftest import REPO, shared_file

@@ -20,6 +20,7 @@ from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.calibration import calibrate as calibrate_scores
 from stream.identity.calibration import gallery_pair_scores
 from stream.identity.gallery import Gallery
+from stream.identity.thresholds import default_threshold, shipped_table, threshold_for
 from tests.conftest import REPO, shared_file
 
 DEEPFACE = "deepface/tests/unit/dataset"
@@ -97,8 +98,11 @@ def test_calibration_on_separable_scores() -> None:
     # FAR 0.2 of 6 impostors lets one through: the threshold sits just above the second-highest (0.2)
     assert result.at_target.threshold == pytest.approx(0.2) and result.at_target.threshold > 0.2
     assert (result.at_target.far, result.at_target.frr, result.at_target.accuracy) == (1 / 6, 0.0, 0.9)
-    assert (result.at_current.far, result.at_current.frr) == (0.0, 0.25) and result.far_resolved
-    assert not calibrate_scores(scores, same, target_far=0.1, current_threshold=0.5).far_resolved
+    assert result.at_current is not None and (result.at_current.far, result.at_current.frr) == (0.0, 0.25)
+    assert not result.far_resolved  # 6 impostors expect 1.2 false accepts at FAR 0.2: fewer than 3
+    assert result.false_accepts == 1 and result.far_ci[0] < 1 / 6 < result.far_ci[1]
+    assert calibrate_scores(scores, same, target_far=0.5, current_threshold=0.5).far_resolved
+    assert calibrate_scores(scores, same, target_far=0.5, current_threshold=None).at_current is None
     with pytest.raises(ValueError, match="target_far: must be in"):
         calibrate_scores(scores, same, target_far=0.0, current_threshold=0.5)
 
@@ -134,7 +138,8 @@ def test_calibrate_pairs_reports_and_plots(models: Models, deepface: Path, tmp_p
     assert result["images"] == 6 and result["images_without_face"] == ["blank.png"] and result["pairs_skipped"] == 1
     assert result["auc"] == 1.0 and result["eer"] == 0.0
     assert -1 <= result["eer_threshold"] <= 1 and result["at_target_far"]["far"] == 0.0
-    assert result["at_current"]["threshold"] == 0.42 and not result["far_resolved"]
+    assert result["at_current"]["threshold"] == default_threshold(models.embedder.model_id)
+    assert not result["far_resolved"] and result["gallery_sizes"] == []  # 3 impostors: no score table
     json.dumps(result)
     for expected in ("ROC AUC: 1.00000", "EER: 0.00% at threshold", "threshold at FAR 0.001:", "current threshold:"):
         assert expected in text
@@ -150,7 +155,7 @@ def test_calibrate_missing_image_names_the_file(models: Models, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_calibrate_needs_exactly_one_source_and_a_sane_far(models: Models, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="exactly one of --pairs CSV or --gallery DIR"):
+    with pytest.raises(UserError, match="exactly one of --identities CSV, --pairs CSV or --gallery DIR"):
         run_calibrate(models)
     with pytest.raises(UserError, match="--target-far: must be between 0 and 1"):
         run_calibrate(models, pairs_csv=tmp_path / "x.csv", target_far=1.5)
@@ -163,7 +168,9 @@ def test_parsers_take_the_documented_options() -> None:
     identify.add_parser(sub)
     args = parser.parse_args(["calibrate", "--pairs", "p.csv", "--plot", "h.png", "--json"])
     assert (args.pairs, args.gallery, args.target_far) == (Path("p.csv"), None, 1e-3)
-    assert (args.plot, args.json) == (Path("h.png"), True)
+    assert (args.plot, args.json, args.identities, args.root, args.write_table) == (Path("h.png"), True, None, None, None)
+    args = parser.parse_args(["calibrate", "--identities", "i.csv", "--root", "r", "--write-table", "t.json"])
+    assert (args.identities, args.root, args.write_table, args.pairs) == (Path("i.csv"), Path("r"), Path("t.json"), None)
     with pytest.raises(SystemExit):
         parser.parse_args(["calibrate", "--pairs", "p.csv", "--gallery", "g"])
     args = parser.parse_args(["identify", "x.jpg", "--gallery", "g", "--json"])
@@ -202,7 +209,10 @@ def test_identify_json_names_a_known_face(models: Models, tiny_gallery: Gallery,
     assert all(tuple(face) == JSON_KEYS for face in decoded)
     face = decoded[0]
     assert len(face["box"]) == 4 and all(isinstance(v, float) for v in face["box"])
-    assert face["person"] == "angelina" and face["score"] >= 0.42 and face["margin"] >= 0.05
+    table = shipped_table(models.embedder.model_id)
+    assert table is not None
+    threshold = threshold_for(table, 1e-3 / 2).threshold  # a gallery of 2
+    assert face["person"] == "angelina" and face["score"] >= threshold and face["margin"] >= 0.05
     assert "angelina (score" in format_identities(faces, as_json=False)
 
 

@@ -15,11 +15,12 @@ from PIL import Image
 from stream.cli import main
 from stream.commands.embed import CSV_COLUMNS, run_embed
 from stream.config import AppConfig
-from stream.faces.embedder import ModelUnavailableError, default_threshold
+from stream.faces.embedder import ModelUnavailableError
 from stream.faces.images import ImageReadError, read_bgr
 from stream.faces.models import ModelOverrides, Models, build_models, choose_model
 from stream.faces.still import crop_faces, largest_face
 from stream.identity.calibration import accuracy_at, roc_auc
+from stream.identity.thresholds import default_threshold
 from tests.conftest import REPO, shared_file
 
 DEEPFACE = "deepface/tests/unit/dataset"
