@@ -106,7 +106,7 @@ class Recogniser:
             events += self._lifecycle(frame, state, snap)
             if snap.state is TrackState.CONFIRMED and snap.matched and snap.landmarks is not None:
                 self._offer(frame, state, snap, snap.landmarks)
-        return [s for s in snaps if s.state in (TrackState.CONFIRMED, TrackState.LOST)], events
+        return [s for s in snaps if s.state is not TrackState.REMOVED], events
 
     def _lifecycle(self, frame: Frame, state: _StreamState, snap: TrackSnapshot) -> list[Event]:
         key = TrackKey(frame.stream_id, state.epoch, snap.track_id)
@@ -171,6 +171,8 @@ class Recogniser:
         state = self._streams[frame.stream_id]
         labels = []
         for snap in snaps:
+            if snap.state is TrackState.TENTATIVE:
+                continue
             identity = self._voter.identity(TrackKey(frame.stream_id, state.epoch, snap.track_id))
             score = identity.confidence if identity.person else None
             labels.append(TrackLabel(snap, identity.person, score, state.quality.get(snap.track_id)))
@@ -179,4 +181,5 @@ class Recogniser:
             for e in events
             if e.kind is EventKind.IDENTITY_ASSIGNED and e.track is not None and e.track.track_id in state.best
         )
-        return Annotated(frame, tuple(labels), tuple(events), named)
+        tentative = tuple(s for s in snaps if s.state is TrackState.TENTATIVE)
+        return Annotated(frame, tuple(labels), tuple(events), named, tentative)

@@ -23,6 +23,7 @@ from stream.outputs.events import EventSink
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import TrackView, draw_overlay
+from stream.outputs.privacy import blur_faces
 from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
@@ -72,8 +73,10 @@ class OutputWriters:
         metrics_port: int | None = None,
         progress: bool = False,
         video: VideoSettings | None = None,
+        blur_unknown: bool = False,
     ) -> None:
         self._paths = paths
+        self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
         self._fps = fps
         self._display = display and _has_display()
@@ -104,9 +107,8 @@ class OutputWriters:
         self.events(item.events)
         for key, crop in item.snapshots:
             self._snapshot(key, crop)
-        views = [_view(label) for label in item.labels]
         if self._paths.videos.get(frame.stream_id) is not None or self._display:
-            image = draw_overlay(frame.image, views, stream_label=frame.stream_id)
+            image = annotated_image(item, blur_unknown=self._blur_unknown)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
         mot_path = self._paths.mot.get(frame.stream_id)
@@ -222,6 +224,21 @@ class OutputWriters:
         if self._display:
             cv2.imshow(stream_id, image)
             cv2.waitKey(1)
+
+
+def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarray:
+    """The image every view of a frame shows (video file, window): a new copy with the overlay.
+
+    With ``blur_unknown`` every face not named (unknown confirmed and lost tracks, whose boxes follow
+    the Kalman prediction between detections, and tentative tracks not yet shown) is mosaicked
+    first (``stream.outputs.privacy``), then the boxes and labels are drawn on top.
+    """
+    image = item.frame.image
+    if blur_unknown:
+        boxes = [label.snapshot.box for label in item.labels if label.person is None]
+        image = blur_faces(image, boxes + [snap.box for snap in item.tentative])
+    views = [_view(label) for label in item.labels]
+    return draw_overlay(image, views, stream_label=item.frame.stream_id)
 
 
 def _view(label: TrackLabel) -> TrackView:
