@@ -197,7 +197,13 @@ def build_app(
     progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
     video = VideoSettings(config.outputs.video_crf, config.outputs.video_preset)
     writers = OutputWriters(
-        paths, fps, display=options.display, metrics_port=options.metrics_port, progress=progress, video=video
+        paths,
+        fps,
+        display=options.display,
+        metrics_port=options.metrics_port,
+        progress=progress,
+        video=video,
+        blur_unknown=config.outputs.blur_unknown,
     )
     det = config.detection
     live = {s.name for s in streams if s.effective_mode == "live"}

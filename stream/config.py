@@ -225,6 +225,11 @@ class OutputsConfig(_Strict):
     events_sqlite: bool = Field(True, description="Write events.db (SQLite, tables events and tracks).")
     snapshots: bool = Field(True, description="Save a best-shot JPEG per named track.")
     display: bool = Field(False, description="Show a window (only when a display exists).")
+    blur_unknown: bool = Field(
+        False,
+        description="Hide every face not named (unknown or not yet confirmed tracks) under a coarse blurred "
+        "mosaic in the annotated video and the window; named faces stay visible. Other outputs unchanged.",
+    )
 
 
 class RuntimeConfig(_Strict):

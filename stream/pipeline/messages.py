@@ -54,10 +54,15 @@ class TrackLabel:
 
 @dataclass(frozen=True, slots=True)
 class Annotated:
-    """A processed frame: its tracks with labels, and the events it caused."""
+    """A processed frame: its tracks with labels, and the events it caused.
+
+    ``labels`` covers confirmed and lost tracks; ``tentative`` holds the snapshots of tracks not yet
+    confirmed, which get no label but whose faces ``outputs.blur_unknown`` hides too.
+    """
 
     frame: Frame
     labels: tuple[TrackLabel, ...]
     events: tuple[Event, ...]
     snapshots: tuple[tuple[TrackKey, np.ndarray], ...] = ()  # (track, best crop) for newly named tracks
     faces: tuple[TrackFace, ...] = ()  # of the tracks that ended on this frame
+    tentative: tuple[TrackSnapshot, ...] = ()  # tracks not yet confirmed (not shown, but blurred when asked)

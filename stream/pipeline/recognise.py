@@ -147,7 +147,7 @@ class Recogniser:
             events += self._lifecycle(frame, state, snap)
             if snap.state is TrackState.CONFIRMED and snap.matched and snap.landmarks is not None:
                 self._offer(frame, state, snap, snap.landmarks)
-        return [s for s in snaps if s.state in (TrackState.CONFIRMED, TrackState.LOST)], events
+        return [s for s in snaps if s.state is not TrackState.REMOVED], events
 
     def _lifecycle(self, frame: Frame, state: _StreamState, snap: TrackSnapshot) -> list[Event]:
         key = TrackKey(frame.stream_id, state.epoch, snap.track_id)
@@ -235,6 +235,8 @@ class Recogniser:
         state = self._streams[frame.stream_id]
         labels = []
         for snap in snaps:
+            if snap.state is TrackState.TENTATIVE:
+                continue
             identity = self._voter.identity(TrackKey(frame.stream_id, state.epoch, snap.track_id))
             score = identity.confidence if identity.person else None
             labels.append(
@@ -248,4 +250,5 @@ class Recogniser:
         if frame.wall_time is not None:
             events = [e.at(frame.wall_time) for e in events]
         faces = tuple(self._ended.pop(frame.stream_id, ()))
-        return Annotated(frame, tuple(labels), tuple(events), named, faces)
+        tentative = tuple(s for s in snaps if s.state is TrackState.TENTATIVE)
+        return Annotated(frame, tuple(labels), tuple(events), named, faces, tentative)

@@ -24,6 +24,7 @@ from stream.outputs.events import EventSink
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import TrackView, draw_overlay
+from stream.outputs.privacy import blur_faces
 from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
@@ -74,10 +75,12 @@ class OutputWriters:
         progress: bool = False,
         video: VideoSettings | None = None,
         run: RunInfo | None = None,
+        blur_unknown: bool = False,
     ) -> None:
         """``run``: this run's id and start (default: a new id, now)."""
         self.run = run or RunInfo.new()
         self._paths = paths
+        self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
         self._fps = fps
         self._display = display and _has_display()
@@ -110,9 +113,8 @@ class OutputWriters:
         for key, crop in item.snapshots:  # before the events: identity events name their snapshot
             self._snapshot(key, crop)
         self.events(item.events)
-        views = [_view(label) for label in item.labels]
         if self._paths.videos.get(frame.stream_id) is not None or self._display:
-            image = draw_overlay(frame.image, views, stream_label=frame.stream_id)
+            image = annotated_image(item, blur_unknown=self._blur_unknown)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
         mot_path = self._paths.mot.get(frame.stream_id)
@@ -254,6 +256,21 @@ class RunInfo:
 def _time(event: Event) -> float:
     assert event.time is not None  # events() stamps every event first
     return event.time
+
+
+def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarray:
+    """The image every view of a frame shows (video file, window): a new copy with the overlay.
+
+    With ``blur_unknown`` every face not named (unknown confirmed and lost tracks, whose boxes follow
+    the Kalman prediction between detections, and tentative tracks not yet shown) is mosaicked
+    first (``stream.outputs.privacy``), then the boxes and labels are drawn on top.
+    """
+    image = item.frame.image
+    if blur_unknown:
+        boxes = [label.snapshot.box for label in item.labels if label.person is None]
+        image = blur_faces(image, boxes + [snap.box for snap in item.tentative])
+    views = [_view(label) for label in item.labels]
+    return draw_overlay(image, views, stream_label=item.frame.stream_id)
 
 
 def _view(label: TrackLabel) -> TrackView:
