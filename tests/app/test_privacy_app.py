@@ -49,7 +49,7 @@ def test_blur_unknown_hides_grace_hopper_and_keeps_eileen_collins(demo: tuple[Pa
     summary = build_app(config, options, ModelOverrides(device="cpu")).run()
     assert sorted(set(summary.identities.values()), key=str) == [None, EILEEN]  # Hopper stays unknown
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
-    named_at = min(e["ts"] for e in events if e["kind"] == "identity_assigned" and e["person"] == EILEEN)
+    named_at = min(e["pts_s"] for e in events if e["kind"] == "identity_assigned" and e["person"] == EILEEN)
 
     out, original = _decode(video), _decode(clip)
     assert len(out) == len(original) == 150
