@@ -3,9 +3,10 @@ loopback port, with password (SCRAM) authentication.
 
 The server refuses to run as root, so as root it runs as the ``postgres`` user (``runuser``) in a
 folder that user owns. ``postgres`` is started directly (not daemonised by ``pg_ctl``) in its own
-process group, so ``stop`` (fast shutdown, then SIGKILL after a bound) and ``freeze``/``thaw``
-(SIGSTOP/SIGCONT) reach the postmaster and every backend. ``stop`` then ``start`` on the same folder
-and port is how tests make an outage.
+process group; ``stop`` sends that group SIGINT (fast shutdown) and SIGKILLs whatever is left after
+a bound. PostgreSQL makes every child its own process group (``setsid``), so ``freeze``/``thaw``
+(SIGSTOP/SIGCONT) signal the postmaster and each child found in /proc. ``stop`` then ``start`` on the
+same folder and port is how tests make an outage.
 
 ``find_pg_bin`` says why not when the binaries are missing; the fixture in tests/conftest.py skips with
 that reason.
@@ -176,32 +177,51 @@ class PgServer:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT to the process group); SIGKILL to the group after 15 s."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """Fast shutdown: SIGINT to the server's process group (runuser and the postmaster); the
+        backends follow the postmaster. Anything left after 15 s gets SIGKILL."""
+        if self._proc is None:
             return
-        group = proc.pid
-        self._signal(group, signal.SIGCONT)  # a frozen server must run to shut down
-        self._signal(group, signal.SIGINT)
+        pids = self.server_pids()
+        self.thaw()  # a frozen server must run to shut down
+        proc, self._proc = self._proc, None
+        self._signal(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self._signal(group, signal.SIGKILL)
+            self._signal(proc.pid, signal.SIGKILL)
             proc.wait(timeout=STOP_TIMEOUT_S)
-        deadline = time.monotonic() + STOP_TIMEOUT_S  # backends leave after the postmaster
-        while _group_alive(group) and time.monotonic() < deadline:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _group_alive(group):
-            self._signal(group, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def freeze(self) -> None:
-        """SIGSTOP every process of the server: connections stay open, nothing answers."""
-        if self._proc is not None:
-            self._signal(self._proc.pid, signal.SIGSTOP)
+        """SIGSTOP the postmaster and every backend (each child of the postmaster is its own process
+        group, so the group is not enough): connections stay open, nothing answers."""
+        for pid in self.server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
+        """SIGCONT the server's processes and its process group (``runuser`` stops itself when its child
+        is stopped, and must go on to reap it later)."""
         if self._proc is not None:
             self._signal(self._proc.pid, signal.SIGCONT)
+        for pid in self.server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def server_pids(self) -> list[int]:
+        """The postmaster, then its children (read from /proc)."""
+        if self._proc is None:
+            return []
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return [postmaster, *_children(postmaster)]
 
     @staticmethod
     def _signal(group: int, sig: signal.Signals) -> None:
@@ -259,11 +279,22 @@ def dump_text(database_url: str) -> str:
     return "\n".join(out)
 
 
-def _group_alive(group: int) -> bool:
+def _children(parent: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
     try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state != "Z"

@@ -64,7 +64,10 @@ def masked_url(url: str | Path) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() == "password" for k, _ in pairs):
             query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    return mask_secrets(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+    if "://" not in text:
+        return mask_secrets(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+    tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return mask_secrets(f"{parts.scheme}://{netloc}{parts.path}{tail}")
 
 
 def parse_store_url(url: str | Path) -> StoreURL:

@@ -1,0 +1,112 @@
+"""A schema-1 database, written by today's ``stream/outputs/events.py`` ``EventSink``, is migrated in place
+by the store: every row kept (same event ids), stream times to ``pts_s``, Unix times to ``time``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stream.outputs.events import EventSink
+from stream.store import SCHEMA_VERSION, EventQuery, StoreError, open_store
+from stream.types import Event, EventKind, TrackKey
+from tests.store.conftest import T0, event, run_record
+
+UP = 1_796_092_710.44  # a stream_up's Unix time, as the issue's example
+
+
+def write_v1(path: Path) -> list[Event]:
+    """The issue's example: the demo run, a live run's stream_up, then the second run's track."""
+    front, live = TrackKey("demo", 0, 1), TrackKey("cam", 0, 1)
+    events = [
+        Event.of_track(0.2, EventKind.TRACK_STARTED, front),
+        Event.of_track(0.28, EventKind.IDENTITY_ASSIGNED, front, "Eileen", 0.71, (("votes", 3),)),
+        Event.of_track(2.4, EventKind.TRACK_ENDED, front, "Eileen", 0.69),
+        Event(UP, "cam", EventKind.STREAM_UP, extra=(("epoch", 0), ("reason", "connected"))),
+        Event.of_track(0.48, EventKind.TRACK_STARTED, live),
+        Event.of_track(0.9, EventKind.STRANGER_ASSIGNED, live, stranger="unknown-1"),
+        Event.of_track(1.7, EventKind.TRACK_ENDED, TrackKey("cam", 0, 1), None, 0.2, stranger="unknown-1"),
+        Event(UP + 5, "cam", EventKind.STREAM_DOWN, extra=(("epoch", 0), ("reason", "timeout: rtsp://u:pw@h/x"))),
+    ]
+    with EventSink(None, path, commit_every=3) as sink:
+        for e in events:
+            sink.write(e)
+        sink.track_update(front, 0.2, 2.4, "Eileen", 0.69, path.parent / "snapshots" / "demo_e0_t1.jpg")
+        sink.track_update(live, 0.48, 1.7, None, 0.2, None)
+    return events
+
+
+def test_a_schema_1_database_is_migrated_in_place_keeping_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    written = write_v1(path)
+    with sqlite3.connect(path) as db:
+        v1_ids = [r[0] for r in db.execute("SELECT id FROM events ORDER BY id")]
+        assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {"events", "tracks"}
+
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        rows = store.events(EventQuery(newest_first=False, limit=1000))
+        assert sorted(r.id for r in rows) == v1_ids and len(rows) == len(written)
+        by_id = {r.id: r for r in rows}
+        for event_id, e in zip(v1_ids, written, strict=True):
+            row = by_id[event_id]
+            assert (row.stream, row.kind, row.person, row.run_id) == (e.stream, e.kind.value, e.person, None)
+            assert row.score == e.score and row.track_id == e.track_id and row.stranger == e.stranger
+            if e.kind in (EventKind.STREAM_UP, EventKind.STREAM_DOWN):  # ts was Unix time
+                assert (row.time, row.pts_s, row.epoch) == (round(e.ts, 3), None, 0)
+            else:  # ts was stream time; the wall-clock time was never stored
+                assert (row.time, row.pts_s, row.epoch) == (None, e.ts, 0)
+        assert by_id[v1_ids[1]].extra == {"votes": 3}
+        assert by_id[v1_ids[3]].to_dict()["time"] == "2026-12-01T02:38:30.440Z"
+        assert by_id[v1_ids[7]].extra == {"reason": "timeout: rtsp://u:***@h/x"}
+        # newest first: the two stream events (they have a time), then the rest (no time: oldest), by id
+        timeless = sorted((i for i in v1_ids if i not in (v1_ids[3], v1_ids[7])), reverse=True)
+        assert [r.id for r in store.events()] == [v1_ids[7], v1_ids[3], *timeless]
+
+        demo, cam = sorted(store.tracks(), key=lambda t: t.stream != "demo")
+        assert (demo.first_pts, demo.last_pts, demo.person, demo.score) == (0.2, 2.4, "Eileen", 0.69)
+        assert demo.snapshot == str(tmp_path / "snapshots" / "demo_e0_t1.jpg")
+        assert (demo.first_time, demo.last_time, demo.run_id) == (None, None, None)
+        assert (cam.first_pts, cam.last_pts, cam.person, cam.epoch, cam.track_id) == (0.48, 1.7, None, 0, 1)
+
+        # the migrated store takes new rows next to the old ones
+        run = run_record()
+        store.begin_run(run)
+        store.add_events([event(run, T0 + 60)])
+        store.flush()
+        assert store.events(EventQuery(limit=1))[0].run_id == run.run_id
+        assert max(r.id for r in store.events()) > max(v1_ids)
+
+    with sqlite3.connect(path) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert tables == {"schema_version", "runs", "events", "tracks", "faces", "sqlite_sequence"}
+        ((version, note),) = db.execute("SELECT version, note FROM schema_version").fetchall()
+        assert (version, note) == (2, "migrated from schema 1 (8 events, 2 tracks)")
+        extra = json.loads(db.execute("SELECT extra_json FROM events WHERE kind = 'stream_up'").fetchone()[0])
+        assert extra == {"reason": "connected"}  # the epoch moved to its column
+    with open_store(path) as again:  # a second open changes nothing
+        assert len(again.events(EventQuery(limit=1000))) == len(written) + 1
+
+
+def test_rows_without_a_time_go_once_the_migration_is_older_than_the_cutoff(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    write_v1(path)
+    with open_store(path) as store:
+        migrated = store._migrated_at
+        assert migrated is not None
+        kept = store.purge(UP - 1)  # cutoff before the migration: rows of unknown time stay
+        assert (kept.events, kept.tracks) == (0, 0)
+        gone = store.purge(migrated + 1)  # the migration (so every schema-1 row) is older than the cutoff
+        assert (gone.events, gone.tracks) == (8, 2) and store.events() == [] and store.tracks() == []
+
+
+def test_a_schema_1_lookalike_with_other_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, when_ TEXT)")
+    with pytest.raises(StoreError, match=r"table events has columns \(id, when_\), not those of an event database"):
+        open_store(path)
+    with sqlite3.connect(path) as db:  # untouched
+        assert [r[1] for r in db.execute("PRAGMA table_info(events)")] == ["id", "when_"]
