@@ -35,12 +35,22 @@ def db(tmp_path: Path) -> Path:
         store.add_events(
             [
                 event(run, T0, "track_started", track_id=3),
-                event(run, T0 + 0.08, "identity_assigned", track_id=3, person="Alice", score=0.712,
-                      snapshot="rec/snapshots/front_e0_t3.jpg", extra={"votes": 3}),
+                event(
+                    run,
+                    T0 + 0.08,
+                    "identity_assigned",
+                    track_id=3,
+                    person="Alice",
+                    score=0.712,
+                    snapshot="rec/snapshots/front_e0_t3.jpg",
+                    extra={"votes": 3},
+                ),
                 event(run, T0 + 4, "track_ended", epoch=1, track_id=1, stranger="unknown-2", score=0.2),
-                event(run, T0 + 5, "stream_down", stream="door", pts_s=None, track_id=None, extra={"reason": "timeout"}),
+                event(
+                    run, T0 + 5, "stream_down", stream="door", pts_s=None, track_id=None, extra={"reason": "timeout"}
+                ),
             ]
-        )  # fmt: skip
+        )
     return path
 
 
@@ -53,8 +63,17 @@ def test_events_prints_a_table_newest_first(db: Path, capsys: pytest.CaptureFixt
     out = lines(capsys)
     assert out[0].split() == ["id", "time", "(UTC)", "pts_s", "stream", "kind", "track", "person", "score", "run"]
     assert [row.split()[4] for row in out[1:]] == ["stream_down", "track_ended", "identity_assigned", "track_started"]
-    assert out[3].split() == ["2", "2026-12-01T02:38:30.520Z", "0.08", "front", "identity_assigned", "0:3", "Alice", "0.712",
-                              out[3].split()[-1]]  # fmt: skip
+    assert out[3].split() == [
+        "2",
+        "2026-12-01T02:38:30.520Z",
+        "0.08",
+        "front",
+        "identity_assigned",
+        "0:3",
+        "Alice",
+        "0.712",
+        out[3].split()[-1],
+    ]
     assert "(unknown-2)" in out[2]
     column = out[0].index("kind")  # fixed width: every row's kind starts under the header
     assert [row[column:].split()[0] for row in out[1:]] == [
@@ -69,8 +88,21 @@ def test_events_json_lines_carry_the_journal_fields(db: Path, capsys: pytest.Cap
     assert main(["events", "--db", str(db), "--json", "--oldest-first", "--limit", "2"]) == EXIT_OK
     rows = [json.loads(line) for line in lines(capsys)]
     assert [r["kind"] for r in rows] == ["track_started", "identity_assigned"]
-    assert list(rows[1])[:13] == ["id", "time", "pts_s", "run_id", "stream", "kind", "epoch", "track_id", "person",
-                                  "score", "stranger", "snapshot", "votes"]  # fmt: skip
+    assert list(rows[1])[:13] == [
+        "id",
+        "time",
+        "pts_s",
+        "run_id",
+        "stream",
+        "kind",
+        "epoch",
+        "track_id",
+        "person",
+        "score",
+        "stranger",
+        "snapshot",
+        "votes",
+    ]
     assert rows[1]["time"] == "2026-12-01T02:38:30.520Z" and rows[1]["snapshot"] == "rec/snapshots/front_e0_t3.jpg"
 
 
@@ -160,8 +192,15 @@ def test_search_table_format() -> None:
     text = format_hits([SearchHit(1, hit, Path("rec/search/7.jpg"))], as_json=False)
     header, row = text.splitlines()
     assert header.split()[:3] == ["rank", "score", "first"]
-    assert row.split() == ["1", "0.812", "2026-12-01T02:38:30.440Z", "2026-12-01T02:38:32.940Z", "front", "(unknown-4)",
-                           "rec/search/7.jpg"]  # fmt: skip
+    assert row.split() == [
+        "1",
+        "0.812",
+        "2026-12-01T02:38:30.440Z",
+        "2026-12-01T02:38:32.940Z",
+        "front",
+        "(unknown-4)",
+        "rec/search/7.jpg",
+    ]
     assert format_hits([], as_json=False) == "no stored faces match" and format_hits([], as_json=True) == ""
 
 

@@ -110,3 +110,46 @@ def test_a_schema_1_lookalike_with_other_columns_is_refused(tmp_path: Path) -> N
         open_store(path)
     with sqlite3.connect(path) as db:  # untouched
         assert [r[1] for r in db.execute("PRAGMA table_info(events)")] == ["id", "when_"]
+
+
+@pytest.mark.slow
+def test_the_database_of_a_real_demo_and_live_run_is_migrated(demo: tuple[Path, Path], tmp_path: Path) -> None:
+    """The issue's case, for real: the demo and then a live run write one recordings/events.db with
+    today's app (frame events in stream time, stream_up in Unix time); the store migrates it and
+    keeps every row, each the same as its line in events.jsonl."""
+    from stream.app import RunOptions, build_app
+    from stream.config import parse_config
+    from stream.faces.models import ModelOverrides
+    from tests.conftest import app_config_text
+
+    clip, gallery = demo
+    config = parse_config("profile: cpu\n" + app_config_text(tmp_path)).resolve_paths(tmp_path)
+    models = ModelOverrides(model="facenet", device="cpu")
+    build_app(config, RunOptions(sources=(str(clip),), gallery=gallery), models).run()
+    live = f"lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime"
+    build_app(config, RunOptions(sources=(live,), gallery=gallery, max_frames=40), models).run()
+
+    path = tmp_path / "rec" / "events.db"
+    journal = [json.loads(line) for line in (tmp_path / "rec" / "events.jsonl").read_text().splitlines()]
+    with sqlite3.connect(path) as db:
+        v1_tracks = db.execute("SELECT stream, epoch, track_id, first_ts, last_ts, person FROM tracks").fetchall()
+    kinds = [e["kind"] for e in journal]
+    assert "stream_up" in kinds and "identity_assigned" in kinds and kinds.index("stream_up") > 0
+
+    with open_store(path) as store:
+        rows = store.events(EventQuery(newest_first=False, limit=10_000))
+        assert len(rows) == len(journal)
+        for row, line in zip(sorted(rows, key=lambda r: r.id), journal, strict=True):
+            assert (row.stream, row.kind, row.track_id, row.person) == (
+                line["stream"],
+                line["kind"],
+                line["track_id"],
+                line["person"],
+            )
+            assert row.stranger == line.get("stranger") and row.epoch == line.get("epoch")
+            if line["kind"] == "stream_up":
+                assert row.time == round(line["ts"], 3) and row.pts_s is None
+            else:
+                assert row.pts_s == line["ts"] and row.time is None
+        tracks = {(t.stream, t.epoch, t.track_id, t.first_pts, t.last_pts, t.person) for t in store.tracks()}
+        assert tracks == set(v1_tracks)
