@@ -17,7 +17,9 @@ snapshot_path)``, no ``schema_version``) is migrated in place, keeping every row
 - ``run_id`` is NULL on every migrated row (runs had no id).
 
 A schema-1 writer still running on the file fails after the migration (its table is gone): stop old
-versions of the app first. A file that holds other tables, or a newer schema, is refused.
+versions of the app first. A reader (``create=False``: ``run.py events``, ``search``) never changes a
+schema-1 file: it reads a migrated temporary copy, deleted at close. A file that holds other tables, or
+a newer schema, is refused.
 
 The connection is opened with ``check_same_thread=False`` only so it can be built on one thread and
 used on another; never use it from two threads at once.
@@ -25,8 +27,11 @@ used on another; never use it from two threads at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -40,6 +45,7 @@ __all__ = ["SqliteConnection"]
 
 _V1_EVENTS = ("id", "ts", "stream", "kind", "track_id", "person", "score", "extra_json")
 _V1_TRACKS = ("stream", "epoch", "track_id", "first_ts", "last_ts", "person", "score", "snapshot_path")
+_V1_TABLES = ({"events", "tracks"}, {"events"})
 _STREAM_KINDS = ("stream_up", "stream_down")
 _MIGRATE_CHUNK = 5000
 _TRANSIENT = ("locked", "busy", "full", "disk i/o", "unable to open")
@@ -57,6 +63,7 @@ class SqliteConnection:
         self.label = label or str(self.path)
         self.busy_timeout_s = busy_timeout_s
         self.migrated_at: float | None = None
+        self._copy: Path | None = None  # a reader's migrated copy of a schema-1 file
         if not create and not self.path.is_file():
             raise StoreError(f"no event database at {self.label}")
         if create:
@@ -66,19 +73,22 @@ class SqliteConnection:
                 raise StoreError(
                     f"cannot create the folder of event database {self.label}: {exc.strerror or exc}"
                 ) from None
-        db = None
         try:
-            db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._db = db
-            _retry_while_locked(self._prepare, busy_timeout_s)
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
-            if db is not None:
-                db.close()
             raise self._error(exc) from None
-        except BaseException:
-            if db is not None:
-                db.close()
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if not create and _tables(self._db) in _V1_TABLES:
+                self._db = self._copy_of(self._db)
+            _retry_while_locked(self._prepare, busy_timeout_s)
+        except BaseException as exc:
+            with contextlib.suppress(StoreError):
+                self.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from None
             raise
 
     # ---------------------------------------------------------------- Connection
@@ -129,6 +139,23 @@ class SqliteConnection:
             self._db.close()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
+        finally:
+            if self._copy is not None:
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{self._copy}{suffix}")
+
+    def _copy_of(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """A temporary copy of ``db`` (closed), for a reader to migrate without touching the file."""
+        fd, name = tempfile.mkstemp(prefix="adaface-events-v1-", suffix=".db")
+        os.close(fd)
+        self._copy = Path(name)
+        copy = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        try:
+            db.backup(copy)
+        finally:
+            db.close()
+        return copy
 
     # ---------------------------------------------------------------- schema
 
@@ -140,11 +167,10 @@ class SqliteConnection:
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            tables.discard("sqlite_sequence")
+            tables = _tables(db)
             if "schema_version" in tables:
                 self._check_version()
-            elif tables == {"events", "tracks"} or tables == {"events"}:
+            elif tables in _V1_TABLES:
                 self._migrate_v1(tables)
             elif tables:
                 raise StoreError(f"{self.label} is not an event database (it has tables {', '.join(sorted(tables))})")
@@ -213,6 +239,11 @@ class SqliteConnection:
         transient = isinstance(exc, sqlite3.OperationalError) and any(t in text.lower() for t in _TRANSIENT)
         cls = StoreUnavailableError if transient else StoreError
         return cls(f"event database {self.label}: {text}")
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return names - {"sqlite_sequence"}
 
 
 def _v1_event(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -153,3 +153,21 @@ def test_the_database_of_a_real_demo_and_live_run_is_migrated(demo: tuple[Path, 
                 assert row.pts_s == line["ts"] and row.time is None
         tracks = {(t.stream, t.epoch, t.track_id, t.first_pts, t.last_pts, t.person) for t in store.tracks()}
         assert tracks == set(v1_tracks)
+
+
+def test_a_reader_leaves_a_schema_1_file_as_it_is(tmp_path: Path) -> None:
+    """``run.py events`` on an old events.db reads a migrated temporary copy: the old app keeps writing."""
+    path = tmp_path / "events.db"
+    written = write_v1(path)
+    before = path.read_bytes()
+    store = open_store(path, create=False)
+    copy = store._conn._copy  # type: ignore[union-attr]
+    assert copy is not None and copy != path and copy.exists()
+    rows = store.events(EventQuery(limit=100))
+    assert len(rows) == len(written) and rows[0].kind == "stream_down" and rows[0].time == round(UP + 5, 3)
+    store.close()
+    assert not copy.exists() and path.read_bytes() == before
+    with EventSink(None, path) as sink:  # the old writer still works on it
+        sink.write(Event(UP + 9, "cam", EventKind.STREAM_UP, extra=(("epoch", 1),)))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(written) + 1
