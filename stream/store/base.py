@@ -116,6 +116,9 @@ class StoreSettings:
                 or not (math.isfinite(value) and value >= 0)
             ):
                 raise ValueError(f"StoreSettings.{name}: must be a finite number >= 0, got {value!r}")
+        for name in ("connect_timeout_s", "op_timeout_s", "busy_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"StoreSettings.{name}: must be > 0, got {getattr(self, name)!r}")
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError(
                 f"StoreSettings.retry_max_s: must be >= retry_initial_s ({self.retry_initial_s}), got {self.retry_max_s}"

@@ -74,9 +74,7 @@ class SqliteConnection:
                     f"cannot create the folder of event database {self.label}: {exc.strerror or exc}"
                 ) from None
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         try:
@@ -165,11 +163,19 @@ class SqliteConnection:
         if str(mode).lower() != "wal":
             raise StoreError(f"event database {self.label}: journal_mode is {mode}, WAL is needed")
         db.execute("PRAGMA synchronous = NORMAL")
+        if "schema_version" not in _tables(db):  # opening an existing store takes no write lock
+            self._create_or_migrate()
+        self._check_version()
+        row = db.execute("SELECT applied FROM schema_version WHERE note LIKE 'migrated from schema 1%'").fetchone()
+        self.migrated_at = None if row is None else parse_iso_utc(row[0])
+
+    def _create_or_migrate(self) -> None:
+        db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            tables = _tables(db)
+            tables = _tables(db)  # again, under the lock: another process may have just done it
             if "schema_version" in tables:
-                self._check_version()
+                pass
             elif tables in _V1_TABLES:
                 self._migrate_v1(tables)
             elif tables:
@@ -183,8 +189,6 @@ class SqliteConnection:
         finally:
             if db.in_transaction:
                 db.rollback()
-        row = db.execute("SELECT applied FROM schema_version WHERE note LIKE 'migrated from schema 1%'").fetchone()
-        self.migrated_at = None if row is None else parse_iso_utc(row[0])
 
     def _check_version(self) -> None:
         version = self._db.execute("SELECT max(version) FROM schema_version").fetchone()[0]

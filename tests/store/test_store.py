@@ -410,3 +410,40 @@ def test_two_processes_write_one_store_at_once(store_url: str) -> None:
         assert ids[0][0] < ids[1][-1] and ids[1][0] < ids[0][-1], "the two writers did not overlap"
         assert s.schema_version() == 2
     assert raw_query(store_url, "SELECT count(*) FROM schema_version") == [(1,)]
+
+
+def test_opening_an_existing_sqlite_store_takes_no_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with open_store(path) as s:
+        s.begin_run(run_record())
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer is mid-transaction
+        with open_store(path, create=False, settings=StoreSettings(busy_timeout_s=0.2)) as reader:
+            assert len(reader.runs()) == 1
+    finally:
+        other.close()
+
+
+def test_a_sqlite_lock_held_too_long_is_an_outage_not_an_error(tmp_path: Path) -> None:
+    """Another process holding the write lock past the busy timeout: the rows wait and are written later."""
+    path = tmp_path / "events.db"
+    now = [0.0]
+    settings = StoreSettings(commit_every=1, busy_timeout_s=0.2, retry_initial_s=1.0)
+    store = open_store(path, settings=settings, clock=lambda: now[0])
+    run = run_record()
+    store.begin_run(run)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    store.add_events([event(run, T0)])
+    assert time.monotonic() - started < 1.5
+    c = store.counters()
+    assert (c.up, c.pending, c.failures) == (False, 1, 1)
+    other.execute("COMMIT")
+    other.close()
+    now[0] = 1.0
+    assert store.flush() and store.counters().reconnects == 1
+    store.close()
+    with open_store(path) as s:
+        assert len(s.events()) == 1
