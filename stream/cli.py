@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     for name in ("embed", "verify", "enroll", "identify", "calibrate"):
         _add_model_command(sub, name)
+    _add_events(sub)
+    _add_model_command(sub, "search")
     return parser
 
 
@@ -87,6 +89,14 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     _config_option(p)
     p.add_argument("--reference", action="store_true", help="print the config reference table (Markdown)")
     p.set_defaults(handler=cmd_config)
+
+
+def _add_events(sub: argparse._SubParsersAction) -> None:
+    from stream.commands.events import add_parser
+
+    p = add_parser(sub)
+    _config_option(p)
+    p.set_defaults(handler=cmd_events)
 
 
 def _add_model_command(sub: argparse._SubParsersAction, name: str) -> None:
@@ -144,13 +154,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> tuple[AppConfig, Models]:
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    return config, _build_models(config, args)
+
+
+def _build_models(config: AppConfig, args: argparse.Namespace) -> Models:
     from stream.commands.models import model_overrides
     from stream.faces.models import build_models
 
-    config = read_config(args.config)
-    setup_logging(config.runtime.log_level)
     _set_torch_threads(config.runtime.torch_threads)
-    return config, build_models(config, model_overrides(args))
+    return build_models(config, model_overrides(args))
 
 
 def _set_torch_threads(count: int) -> None:
@@ -232,12 +246,54 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    import time
+
+    from stream.commands.events import event_query, format_events, run_events
+    from stream.store import configured_store_url, open_store
+
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    query = event_query(args, time.time())
+    with open_store(args.db or configured_store_url(config), create=False) as store:
+        rows = run_events(store, query)
+    text = format_events(rows, args.json)
+    if text:
+        print(text)
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import time
+
+    from stream.commands.events import parse_time
+    from stream.commands.search import format_hits, run_search
+    from stream.store import configured_store_url, open_store
+
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    now = time.time()
+    since = None if args.since is None else parse_time(args.since, now, option="--since")
+    until = None if args.until is None else parse_time(args.until, now, option="--until")
+    if not args.image.is_file():
+        raise UserError(f"{args.image}: no such image file")
+    with open_store(args.db or configured_store_url(config), create=False) as store:
+        models = _build_models(config, args)
+        crops = args.crops or config.outputs.dir / "search"
+        hits = run_search(models, store, args.image, args.top, since, until, crops)
+    text = format_hits(hits, args.json)
+    if text:
+        print(text)
+    return EXIT_OK
+
+
 _HANDLERS: dict[str, Command] = {
     "embed": cmd_embed,
     "verify": cmd_verify,
     "enroll": cmd_enroll,
     "identify": cmd_identify,
     "calibrate": cmd_calibrate,
+    "search": cmd_search,
 }
 
 

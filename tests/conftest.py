@@ -5,9 +5,14 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.pg_server import PgServer
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"  # the RTSP test server runs on Debian's python3-gi
@@ -75,3 +80,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from stream.demo import prepare_demo
 
     return prepare_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session (tests/pg_server.py), or skip when the binaries are
+    missing. Tests that stop or freeze it must start or thaw it again; it is restarted here if not."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg 3 is not installed (requirements/lock.txt)")
+    from tests.pg_server import PgServer, find_pg_bin
+
+    bin_dir, why = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip(why)
+    server = PgServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stream.cli",),
     ("stream.app", "stream.commands"),
     ("stream.pipeline",),
-    ("stream.outputs", "stream.identity", "stream.sources", "stream.demo"),
+    ("stream.outputs", "stream.identity", "stream.sources", "stream.demo", "stream.store"),
     ("stream.faces",),
     ("stream.types", "stream.config", "stream.logs", "stream.errors", "stream.closing"),
     ("trackers",),
