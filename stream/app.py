@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.closing import close_quietly
 from stream.config import AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
@@ -21,13 +22,20 @@ from stream.identity.matcher import Matcher
 from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
+from stream.logs import mask_secrets
+from stream.outputs.events import EventJournal
 from stream.outputs.summary import RunSummary
 from stream.outputs.video import VideoSettings
 from stream.pipeline.embedding import EmbedWorker, LatencyObserver
 from stream.pipeline.graph import Pipeline, PipelineSettings
 from stream.pipeline.recognise import Recogniser
+from stream.pipeline.recording import EventRecorder
 from stream.pipeline.writers import OutputPaths, OutputWriters, summarise
-from stream.sources import open_source
+from stream.sources import FrameSource, open_source
+from stream.store import Store
+from stream.store.records import RunRecord
+from stream.store.retention import Retention
+from stream.store.urls import configured_store_url, open_store
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +177,23 @@ def output_paths(cfg: OutputsConfig, streams: Sequence[StreamConfig], options: R
         videos=videos,
         mot=mot,
         jsonl=options.events or (cfg.dir / "events.jsonl" if cfg.events_jsonl else None),
-        sqlite=cfg.dir / "events.db" if cfg.events_sqlite else None,
         snapshots=cfg.dir / "snapshots" if cfg.snapshots else None,
         summary=options.summary,
+    )
+
+
+def build_recorder(config: AppConfig, paths: OutputPaths, store: Store | None, model_id: str) -> EventRecorder:
+    """The run's record: the journal, the store (already open), snapshots and retention."""
+    days = config.outputs.retention_days
+    snapshot_dirs = [paths.snapshots] if paths.snapshots is not None else []
+    retention = Retention(store, days, snapshot_dirs=snapshot_dirs) if days is not None else None
+    summary = f"model {model_id}; profile {config.profile}; streams {', '.join(s.name for s in config.streams) or '-'}"
+    return EventRecorder(
+        RunRecord.new(config_summary=mask_secrets(summary)),
+        journal=EventJournal(paths.jsonl) if paths.jsonl is not None else None,
+        store=store,
+        snapshots=paths.snapshots,
+        retention=retention,
     )
 
 
@@ -190,6 +212,26 @@ def build_app(
     streams, gallery_override = plan_streams(config, options)
     paths = output_paths(config.outputs, streams, options)
     sources = [open_source(spec) for spec in streams]
+    store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
+    try:
+        return _build(config, options, overrides, models, embed_off_path, streams, gallery_override, paths, sources, store)
+    except BaseException:
+        close_quietly(store, "event store", level=logging.WARNING)
+        raise
+
+
+def _build(
+    config: AppConfig,
+    options: RunOptions,
+    overrides: ModelOverrides | None,
+    models: Models | None,
+    embed_off_path: bool | None,
+    streams: tuple[StreamConfig, ...],
+    gallery_override: Path | None,
+    paths: OutputPaths,
+    sources: list[FrameSource],
+    store: Store | None,
+) -> App:
     models = models or build_models(config, overrides or ModelOverrides())
     matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
@@ -203,6 +245,7 @@ def build_app(
         metrics_port=options.metrics_port,
         progress=progress,
         video=video,
+        recorder=build_recorder(config, paths, store, models.embedder.model_id),
         blur_unknown=config.outputs.blur_unknown,
     )
     det = config.detection

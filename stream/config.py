@@ -222,7 +222,21 @@ class OutputsConfig(_Strict):
     )
     video_crf: int = Field(23, ge=0, le=51, description="libx264 quality (0 lossless, 23 default, 51 worst).")
     events_jsonl: bool = Field(True, description="Write events.jsonl (one JSON event per line).")
-    events_sqlite: bool = Field(True, description="Write events.db (SQLite, tables events and tracks).")
+    events_sqlite: bool = Field(
+        True, description="Write the event store (runs, events, tracks, faces): events_db, or <dir>/events.db."
+    )
+    events_db: str | None = Field(
+        None,
+        description="Event store: null (<dir>/events.db), a file path or sqlite:///path.db (SQLite, relative to "
+        "config.yaml), or postgresql://user:${PG_PASSWORD}@host:5432/db (PostgreSQL: several processes, one store).",
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        le=36500,
+        description="Delete events, tracks, faces and snapshot files older than this many days, at start and "
+        "hourly (null: keep everything).",
+    )
     snapshots: bool = Field(True, description="Save a best-shot JPEG per named track.")
     display: bool = Field(False, description="Show a window (only when a display exists).")
     blur_unknown: bool = Field(
@@ -339,9 +353,21 @@ class AppConfig(_Strict):
                     }
                 ),
                 "gallery": self.gallery.model_copy(update={"dir": absolute(self.gallery.dir)}),
-                "outputs": self.outputs.model_copy(update={"dir": absolute(self.outputs.dir)}),
+                "outputs": self.outputs.model_copy(
+                    update={"dir": absolute(self.outputs.dir), "events_db": _absolute_store(self.outputs.events_db, base)}
+                ),
             }
         )
+
+
+def _absolute_store(url: str | None, base: Path) -> str | None:
+    """A relative SQLite path (plain, or ``sqlite:///relative``) taken relative to ``base``; URLs as given."""
+    if url is None or ("://" in url and not url.startswith("sqlite:///")):
+        return url
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        return url if path.startswith("/") else f"sqlite:///{base / path}"
+    return url if Path(url).is_absolute() else str(base / url)
 
 
 def _device(value: str) -> str:

@@ -4,6 +4,9 @@ Series:
   frames_in_total{stream}, frames_processed_total{stream}, frames_dropped_total{stream},
   reconnects_total{stream}, decode_errors_total{stream}             counters
   detector_fallbacks_total            counter: detection batches retried frame by frame
+  store_written_rows_total, store_buffered_rows_total, store_dropped_rows_total,
+  store_reconnects_total, store_failures_total                   counters of the event store
+  store_pending_rows, store_up        gauges: rows waiting in memory; 1 while the store takes writes
   queue_depth{queue}                  gauge
   stage_latency_seconds{stage}        histogram: detect (a detector batch call), track (one frame),
                                       embed (an embedder call), output (one frame's writing),
@@ -23,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from stream.logs import mask_secrets
 from stream.outputs import OutputError
+from stream.store.records import StoreCounters
 
 __all__ = ["LATENCY_BUCKETS_S", "Metrics", "MetricsServer"]
 
@@ -71,6 +75,19 @@ class Metrics:
         self._detector_fallbacks = Counter(
             "detector_fallbacks_total", "Detection batches that failed and were retried frame by frame", registry=r
         )
+        self._store_counts = {
+            name: Counter(f"store_{name}_total", text, registry=r)
+            for name, text in (
+                ("written_rows", "Rows the event store committed"),
+                ("buffered_rows", "Rows that waited out an event store outage in memory"),
+                ("dropped_rows", "Rows lost: dropped from a full outage buffer (they are in the journal)"),
+                ("reconnects", "Times the event store came back after an outage"),
+                ("failures", "Failed event store writes or connects"),
+            )
+        }
+        self._store_seen: dict[str, int] = dict.fromkeys(self._store_counts, 0)
+        self._store_pending = Gauge("store_pending_rows", "Rows waiting in memory for the event store", registry=r)
+        self._store_up = Gauge("store_up", "1 while the event store takes writes", registry=r)
         self._queue_depth = Gauge("queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r)
         self._latency = Histogram(
             "stage_latency_seconds", "Time spent in one pipeline stage per item", ["stage"],
@@ -94,6 +111,22 @@ class Metrics:
 
     def detector_fallbacks(self, n: int = 1) -> None:
         self._detector_fallbacks.inc(n)
+
+    def store(self, counters: StoreCounters) -> None:
+        """The event store's cumulative counters (reported as increments) and gauges."""
+        now = {
+            "written_rows": counters.written,
+            "buffered_rows": counters.buffered,
+            "dropped_rows": counters.dropped,
+            "reconnects": counters.reconnects,
+            "failures": counters.failures,
+        }
+        for name, value in now.items():
+            if value > self._store_seen[name]:
+                self._store_counts[name].inc(value - self._store_seen[name])
+                self._store_seen[name] = value
+        self._store_pending.set(counters.pending)
+        self._store_up.set(1 if counters.up else 0)
 
     def set_queue_depth(self, queue: str, depth: int) -> None:
         self._queue_depth.labels(queue=queue).set(depth)

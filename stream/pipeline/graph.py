@@ -23,7 +23,7 @@ from stream.pipeline.batcher import Batcher, detect_batch
 from stream.pipeline.channels import Channel, Stopped
 from stream.pipeline.embedding import EmbedWorker, LatencyObserver
 from stream.pipeline.inbox import FileInbox, Inbox, LiveInbox
-from stream.pipeline.messages import Annotated, Detected, EndOfStream
+from stream.pipeline.messages import Annotated, Detected, EndOfStream, TrackFace
 from stream.pipeline.recognise import Recogniser
 from stream.sources import FrameSource, SourceStatus
 from stream.types import Event, EventKind, Frame
@@ -73,6 +73,7 @@ class OutputStage(Protocol):
 
     def frame(self, item: Annotated) -> None: ...
     def events(self, events: Sequence[Event]) -> None: ...
+    def faces(self, faces: Sequence[TrackFace]) -> None: ...
     def end_stream(self, stream_id: str) -> None: ...
     def close(self) -> None: ...
 
@@ -242,6 +243,7 @@ class Pipeline:
                 if isinstance(item, EndOfStream):
                     self._drain_status()
                     self._output.events(item.events)
+                    self._output.faces(item.faces)
                     self._output.end_stream(item.stream_id)
                     open_streams.discard(item.stream_id)
                     self.counters.streams[item.stream_id].ended = True

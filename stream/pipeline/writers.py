@@ -1,7 +1,8 @@
-"""The output stage: owns every writer (videos, MOT files, events, snapshots, display, metrics).
+"""The output stage: owns every writer (videos, MOT files, display, metrics) and the run's record
+(events, tracks, faces and snapshots, through ``EventRecorder``: the journal and the event store).
 
 Runs in the output thread only. ``close`` always finishes what was opened, so Ctrl-C leaves a
-playable mp4 and flushed events.
+playable mp4, flushed events and the run ended in the store.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.closing import close_quietly
-from stream.outputs.events import EventSink
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import TrackView, draw_overlay
 from stream.outputs.privacy import blur_faces
-from stream.outputs.snapshots import save_snapshot
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
-from stream.pipeline.messages import Annotated, TrackLabel
-from stream.types import Event, EventKind, TrackKey
+from stream.pipeline.messages import Annotated, TrackFace, TrackLabel
+from stream.pipeline.recording import EventRecorder
+from stream.store.records import RunRecord
+from stream.types import Event
 
 if TYPE_CHECKING:
     from stream.pipeline.graph import Counters, Pipeline
@@ -44,7 +44,6 @@ class OutputPaths:
     videos: dict[str, Path | None]
     mot: dict[str, Path | None]
     jsonl: Path | None
-    sqlite: Path | None
     snapshots: Path | None
     summary: Path | None
 
@@ -74,11 +73,11 @@ class OutputWriters:
         metrics_port: int | None = None,
         progress: bool = False,
         video: VideoSettings | None = None,
-        run: RunInfo | None = None,
+        recorder: EventRecorder | None = None,
         blur_unknown: bool = False,
     ) -> None:
-        """``run``: this run's id and start (default: a new id, now)."""
-        self.run = run or RunInfo.new()
+        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere)."""
+        self.recorder = recorder or EventRecorder(RunRecord.new())
         self._paths = paths
         self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
@@ -87,14 +86,8 @@ class OutputWriters:
         if display and not self._display:
             log.warning("--display ignored: no display found (DISPLAY/WAYLAND_DISPLAY unset)")
         self._streams: dict[str, _StreamOut] = {}
-        self._sink = EventSink(paths.jsonl, paths.sqlite) if paths.jsonl or paths.sqlite else None
         self.metrics = Metrics()
         self._server: MetricsServer | None = self.metrics.serve(metrics_port) if metrics_port else None
-        self.identities: dict[TrackKey, str | None] = {}
-        self.tracks: set[TrackKey] = set()
-        self.strangers: dict[str, set[str]] = {}  # per stream: the unknown-N labels given
-        self._started: dict[TrackKey, float] = {}  # open tracks: their track_started time
-        self._snapshot_paths: dict[TrackKey, Path] = {}
         self._pipeline: Pipeline | None = None
         self._progress = tqdm(unit="frame", desc="processed", disable=not progress, leave=False)
         self._seen: dict[str, _Seen] = {}  # per stream: the counts already reported as metrics
@@ -111,8 +104,9 @@ class OutputWriters:
         frame = item.frame
         out = self._stream(frame.stream_id)
         for key, crop in item.snapshots:  # before the events: identity events name their snapshot
-            self._snapshot(key, crop)
+            self.recorder.snapshot(key, crop)
         self.events(item.events)
+        self.faces(item.faces)
         if self._paths.videos.get(frame.stream_id) is not None or self._display:
             image = annotated_image(item, blur_unknown=self._blur_unknown)
             self._write_video(frame.stream_id, out, image)
@@ -127,39 +121,15 @@ class OutputWriters:
         self.metrics.observe_latency("output", time.perf_counter() - started)
         self.metrics.observe_latency("frame_to_output", latency)
         self._sync_metrics(frame.stream_id)
+        self._sync_store_metrics()
+        self.recorder.tick()
         self._progress.update(1)
 
     def events(self, events: Sequence[Event]) -> None:
-        for event in events:
-            if event.time is None:  # made without a frame's wall time (tests, tools): run start + pts
-                event = event.at(self.run.started + (event.pts_s or 0.0))
-            if self._sink is not None:
-                self._sink.write(event, run_id=self.run.run_id, snapshot=self._snapshot_of(event))
-            if event.track is not None:
-                self._track_event(event.track, event)
-        if events and self._sink is not None:
-            self._sink.flush()
+        self.recorder.events(events)
 
-    def _track_event(self, key: TrackKey, event: Event) -> None:
-        """Follow a track from its start to its end: the summary's identities, the tracks table row."""
-        if event.stranger is not None:
-            self.strangers.setdefault(key.stream_id, set()).add(event.stranger)
-        if event.kind is EventKind.TRACK_STARTED:
-            self.tracks.add(key)
-            self._started[key] = _time(event)
-        elif event.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED):
-            self.identities[key] = event.person
-        elif event.kind is EventKind.TRACK_ENDED:
-            self.tracks.add(key)
-            self.identities.setdefault(key, event.person)
-            first = self._started.pop(key, _time(event))
-            snapshot = self._snapshot_paths.pop(key, None)
-            if self._sink is not None:
-                self._sink.track_update(key, first, _time(event), event.person, event.score, snapshot)
-
-    def _snapshot_of(self, event: Event) -> Path | None:
-        named = event.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED)
-        return self._snapshot_paths.get(event.track) if named and event.track is not None else None
+    def faces(self, faces: Sequence[TrackFace]) -> None:
+        self.recorder.faces(faces)
 
     def end_stream(self, stream_id: str) -> None:
         out = self._streams.get(stream_id)
@@ -172,8 +142,10 @@ class OutputWriters:
         self._progress.close()
         for stream_id in list(self._streams):
             self.end_stream(stream_id)
-        if self._sink is not None:
-            self._sink.close()
+        try:
+            self.recorder.close(time.time())
+        finally:
+            self._sync_store_metrics()
         if self._server is not None:
             self._server.shutdown()
         if self._display:
@@ -203,6 +175,11 @@ class OutputWriters:
         for queue, depth in self._pipeline.queue_depths().items():
             self.metrics.set_queue_depth(queue, depth)
 
+    def _sync_store_metrics(self) -> None:
+        counters = self.recorder.store_counters()
+        if counters is not None:
+            self.metrics.store(counters)
+
     def _stream(self, stream_id: str) -> _StreamOut:
         return self._streams.setdefault(stream_id, _StreamOut())
 
@@ -231,31 +208,10 @@ class OutputWriters:
             image = _letterbox(image, *size)
         out.video.write(image)
 
-    def _snapshot(self, key: TrackKey, crop: np.ndarray) -> None:
-        if self._paths.snapshots is not None:
-            self._snapshot_paths[key] = save_snapshot(self._paths.snapshots, key, crop)
-
     def _show(self, stream_id: str, image: Any) -> None:
         if self._display:
             cv2.imshow(stream_id, image)
             cv2.waitKey(1)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One run of the app: its id (a UUID, in every event) and when it started (Unix s)."""
-
-    run_id: str
-    started: float
-
-    @classmethod
-    def new(cls) -> RunInfo:
-        return cls(str(uuid.uuid4()), time.time())
-
-
-def _time(event: Event) -> float:
-    assert event.time is not None  # events() stamps every event first
-    return event.time
 
 
 def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarray:
@@ -294,6 +250,7 @@ def _has_display() -> bool:
 
 
 def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) -> RunSummary:
+    record = writers.recorder
     elapsed = max(time.monotonic() - counters.started_at, 1e-9)
     dropped = pipeline.dropped()
     per_stream = {}
@@ -304,13 +261,13 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
             frames_processed=c.frames_out,
             frames_dropped=dropped.get(name, 0),
             fps=round(c.frames_out / elapsed, 2),
-            tracks=sum(1 for key in writers.tracks if key.stream_id == name),
-            identities={key: v for key, v in writers.identities.items() if key.stream_id == name},
+            tracks=sum(1 for key in record.tracks if key.stream_id == name),
+            identities={key: v for key, v in record.identities.items() if key.stream_id == name},
             reconnects=c.reconnects,
             latency_p50_ms=p50,
             latency_p95_ms=p95,
             decode_errors=c.decode_errors,
-            strangers=len(writers.strangers.get(name, ())),
+            strangers=len(record.strangers.get(name, ())),
         )
     all_latencies = [x for name in counters.streams for x in writers.latencies(name)]
     p50, p95 = latency_percentiles_ms(all_latencies)
@@ -319,13 +276,13 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
         frames_processed=sum(s.frames_processed for s in per_stream.values()),
         frames_dropped=sum(s.frames_dropped for s in per_stream.values()),
         fps=round(sum(c.frames_out for c in counters.streams.values()) / elapsed, 2),
-        tracks=len(writers.tracks),
-        identities=dict(writers.identities),
+        tracks=len(record.tracks),
+        identities=dict(record.identities),
         reconnects=sum(s.reconnects for s in per_stream.values()),
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         per_stream=per_stream,
         decode_errors=sum(s.decode_errors for s in per_stream.values()),
         detector_fallbacks=counters.detector_fallbacks,
-        strangers=len(set().union(*writers.strangers.values())),
+        strangers=len(set().union(*record.strangers.values())),
     )

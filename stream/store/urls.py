@@ -37,12 +37,10 @@ class StoreURL:
 
 
 def configured_store_url(config: AppConfig) -> str:
-    """The store the app writes and ``run.py events``/``search`` read by default.
-
-    For now the SQLite file ``<outputs.dir>/events.db``; the integration of ``outputs.events_db``
-    changes this one function.
-    """
-    return str(config.outputs.dir / "events.db")
+    """The store the app writes and ``run.py events``/``search`` read by default: ``outputs.events_db``
+    (a path or URL; relative paths are already taken relative to config.yaml), else
+    ``<outputs.dir>/events.db``."""
+    return config.outputs.events_db or str(config.outputs.dir / "events.db")
 
 
 def masked_url(url: str | Path) -> str:

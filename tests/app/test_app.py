@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import av
 import pytest
 
 from stream.cli import main
+from stream.store import open_store
 from tests.conftest import app_config_text, shared_file, unix_time
 
 VIDEO = "facenet-pytorch/examples/video.mp4"
@@ -60,8 +60,8 @@ def _same_run_apart(events: list[dict]) -> list[dict]:
 
 def _check_track_rows(db_path: Path, events: list[dict]) -> None:
     """One tracks row per track event key, from its track_started to its track_ended time."""
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT stream, epoch, track_id, first_ts, last_ts, person FROM tracks").fetchall()
+    with open_store(db_path, create=False) as store:
+        rows = [(t.stream, t.epoch, t.track_id, t.first_time, t.last_time, t.person) for t in store.tracks()]
     spans = {}
     for e in events:
         if e["kind"] in ("track_started", "track_ended"):

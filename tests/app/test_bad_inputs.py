@@ -15,7 +15,6 @@ import resource
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 
 from stream.cli import main
+from stream.store import EventQuery, open_store
 from tests.conftest import REPO, shared_file
 from tests.fakes import PicklePayload
 from tests.sources.test_sources import write_video
@@ -397,8 +397,9 @@ def test_two_instances_share_the_events_db(tmp_path: Path) -> None:
     for r, code in zip(runs, codes, strict=True):
         assert code == 0, r.err
         assert "Traceback" not in r.err
-    with sqlite3.connect(tmp_path / "rec" / "events.db") as db:
-        streams = {row[0] for row in db.execute("SELECT DISTINCT stream FROM events")}
+    with open_store(tmp_path / "rec" / "events.db", create=False) as store:
+        streams = {row.stream for row in store.events(EventQuery(limit=10_000))}
+        assert len(store.runs()) == 2
     assert {"left", "right"} <= streams
 
 

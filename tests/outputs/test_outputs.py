@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import urllib.request
 from fractions import Fraction
 from pathlib import Path
@@ -20,13 +18,17 @@ import numpy as np
 import pytest
 
 from stream.outputs import OutputError
-from stream.outputs.events import EventSink
+from stream.outputs.events import EventJournal
 from stream.outputs.metrics import Metrics
 from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import COLOR_LOST, COLOR_NAMED, COLOR_UNKNOWN, TrackView, draw_overlay
-from stream.outputs.snapshots import save_snapshot
+from stream.outputs.snapshots import save_snapshot, snapshot_path
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
+from stream.pipeline.messages import TrackFace
+from stream.pipeline.recording import EventRecorder
+from stream.store import EventQuery, open_store
+from stream.store.records import EventRecord, RunRecord
 from stream.types import Event, EventKind, TrackKey
 from tests.conftest import REPO
 from trackers import TrackSnapshot, TrackState
@@ -226,7 +228,7 @@ def test_video_writer_write_error_names_the_path(tmp_path):
     )
 
 
-# ---- events -------------------------------------------------------------------------------------
+# ---- events: the journal and the recorder --------------------------------------------------------
 
 
 def _event(i: int, stream: str = "cam1", epoch: int = 0, **extra) -> Event:
@@ -236,132 +238,105 @@ def _event(i: int, stream: str = "cam1", epoch: int = 0, **extra) -> Event:
     return event.at(1000.0 + i)
 
 
-def _rows(db_path: Path, sql: str) -> list[tuple]:
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
+RUN = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
 
-def test_event_sink_writes_jsonl_and_sqlite_with_masked_secrets(tmp_path):
-    jsonl, db_path = tmp_path / "ev" / "events.jsonl", tmp_path / "ev" / "events.db"
-    with EventSink(jsonl, db_path) as sink:
-        sink.write(_event(0))
-        sink.write(_event(1, stream=SECRET_URL, source=SECRET_URL, nested={"urls": [SECRET_URL]}, epoch=2))
-        sink.write(Event.of_stream(1002.0, "cam1", EventKind.STREAM_DOWN, 0, "read failed"))
-        sink.track_update(TrackKey("cam1", 0, 1), 1000.0, 1001.0, None, None, None)
-        sink.track_update(TrackKey("cam1", 0, 1), 999.0, 1005.0, "alice", 0.7, tmp_path / "s.jpg")
-        sink.track_update(TrackKey("cam1", 1, 1), 1010.0, 1011.0, "bob", 0.6, None)  # same id, new epoch
+def _record(event: Event) -> EventRecord:
+    assert event.time is not None
+    return EventRecord.from_event(event, run_id=RUN, time=event.time, pts_s=event.pts_s)
 
-    text = jsonl.read_text()
+
+def test_journal_writes_each_record_as_one_masked_line(tmp_path):
+    path = tmp_path / "ev" / "events.jsonl"
+    with EventJournal(path) as journal:
+        journal.write(_record(_event(0)))
+        journal.write(_record(_event(1, stream=SECRET_URL, source=SECRET_URL, nested={"urls": [SECRET_URL]}, epoch=2)))
+        journal.write(_record(Event.of_stream(1002.0, "cam1", EventKind.STREAM_DOWN, 0, f"read failed: {SECRET_URL}")))
+    text = path.read_text()
     assert "hunter2" not in text
     lines = [json.loads(line) for line in text.splitlines()]
-    assert len(lines) == 3
+    assert [line["kind"] for line in lines] == ["track_started", "identity_assigned", "stream_down"]
     for line in lines:
-        assert {"time", "pts_s", "stream", "kind", "track_id", "person", "score"} <= line.keys()
+        assert {"time", "pts_s", "run_id", "stream", "kind", "epoch", "track_id", "person", "score"} <= line.keys()
+    assert lines[0]["time"] == "1970-01-01T00:16:40.000Z" and lines[0]["pts_s"] == 0.0 and lines[0]["run_id"] == RUN
     assert lines[1]["stream"] == "rtsp://admin:***@10.0.0.5/cam" and lines[1]["epoch"] == 2
-    assert lines[2]["kind"] == "stream_down" and lines[2]["track_id"] is None
-
-    events = _rows(db_path, "SELECT id, ts, stream, kind, track_id, person, score, extra_json FROM events ORDER BY id")
-    assert [e[3] for e in events] == ["track_started", "identity_assigned", "stream_down"]
-    assert events[1][2] == "rtsp://admin:***@10.0.0.5/cam"
-    extra = json.loads(events[1][7])
-    assert extra == {"epoch": 2, "pts_s": 1.0, "nested": {"urls": ["rtsp://admin:***@10.0.0.5/cam"]}, "source": extra["source"]}
-    assert "hunter2" not in events[1][7]
-    tracks = _rows(
-        db_path, "SELECT stream, epoch, track_id, first_ts, last_ts, person, score, snapshot_path FROM tracks"
-    )
-    assert sorted(tracks) == [
-        ("cam1", 0, 1, 999.0, 1005.0, "alice", 0.7, str(tmp_path / "s.jpg")),
-        ("cam1", 1, 1, 1010.0, 1011.0, "bob", 0.6, None),
-    ]
-    assert _rows(db_path, "PRAGMA journal_mode")[0][0] == "wal"
+    assert lines[1]["nested"] == {"urls": ["rtsp://admin:***@10.0.0.5/cam"]}
+    assert lines[2]["pts_s"] is None and lines[2]["track_id"] is None and lines[2]["epoch"] == 0
 
 
-def test_event_sink_commits_per_batch(tmp_path):
-    db_path = tmp_path / "events.db"
-    sink = EventSink(None, db_path, commit_every=3, commit_interval_s=3600)
-    try:
-        sink.write(_event(0))
-        sink.write(_event(1))
-        assert _rows(db_path, "SELECT count(*) FROM events") == [(0,)]  # not yet committed
-        sink.write(_event(2))
-        assert _rows(db_path, "SELECT count(*) FROM events") == [(3,)]
-        sink.write(_event(3))
-        sink.flush()
-        assert _rows(db_path, "SELECT count(*) FROM events") == [(4,)]
-    finally:
-        sink.close()
-    sink.close()
-    with pytest.raises(OutputError, match="closed"):
-        sink.write(_event(4))
-
-
-def test_event_sink_flushed_events_survive_kill_9(tmp_path):
-    jsonl, db_path, k = tmp_path / "events.jsonl", tmp_path / "events.db", 17
+def test_journal_lines_flushed_survive_kill_9(tmp_path):
+    path, k = tmp_path / "events.jsonl", 17
     result = _run_python(f"""
         import os, signal
         from pathlib import Path
-        from stream.outputs.events import EventSink
+        from stream.outputs.events import EventJournal
+        from stream.store.records import EventRecord
         from stream.types import Event, EventKind, TrackKey
-        sink = EventSink(Path({str(jsonl)!r}), Path({str(db_path)!r}), commit_every=1000, commit_interval_s=3600)
+        journal = EventJournal(Path({str(path)!r}))
         for i in range({k}):
-            sink.write(Event.of_track(float(i), EventKind.TRACK_STARTED, TrackKey("cam", 0, i)).at(float(i)))
-        sink.track_update(TrackKey("cam", 1, 3), 0.0, 1.0, "alice", 0.9, None)
-        sink.flush()
+            event = Event.of_track(float(i), EventKind.TRACK_STARTED, TrackKey("cam", 0, i))
+            journal.write(EventRecord.from_event(event, run_id={RUN!r}, time=1000.0 + i, pts_s=float(i)))
+        journal.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    assert _rows(db_path, "SELECT count(*), min(track_id), max(track_id) FROM events") == [(k, 0, k - 1)]
-    assert _rows(db_path, "SELECT stream, epoch, track_id, person FROM tracks") == [("cam", 1, 3, "alice")]
-    assert len(jsonl.read_text().splitlines()) == k
+    assert [json.loads(line)["track_id"] for line in path.read_text().splitlines()] == list(range(k))
 
 
-def test_two_sinks_write_one_database_concurrently(tmp_path):
-    db_path, per_sink = tmp_path / "shared.db", 150
-    errors: list[BaseException] = []
-    start = threading.Barrier(2)
-
-    def run(name: str) -> None:
-        try:
-            start.wait(timeout=10)  # both open the fresh database at once (the WAL switch races)
-            with EventSink(tmp_path / f"{name}.jsonl", db_path, commit_every=7) as sink:
-                for i in range(per_sink):
-                    sink.write(_event(i, stream=name))
-                    sink.track_update(TrackKey(name, 0, i % 5), float(i), float(i), None, None, None)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(f"cam{j}",)) for j in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors
-    counts = dict(_rows(db_path, "SELECT stream, count(*) FROM events GROUP BY stream"))
-    assert counts == {"cam0": per_sink, "cam1": per_sink}
-    assert _rows(db_path, "SELECT count(*) FROM tracks") == [(10,)]
-
-    # an idle sink holding unflushed rows does not block another one
-    idle = EventSink(None, db_path, commit_every=1000, commit_interval_s=3600)
-    try:
-        idle.write(_event(0, stream="idle"))
-        with EventSink(None, db_path) as other:
-            other.write(_event(0, stream="other"))
-    finally:
-        idle.close()
-    assert _rows(db_path, "SELECT count(*) FROM events WHERE stream IN ('idle', 'other')") == [(2,)]
-
-
-def test_event_sink_unwritable_path_names_it(tmp_path):
-    for path in _unwritable_paths(tmp_path, "events.db"):
+def test_journal_unwritable_path_names_it(tmp_path):
+    for path in _unwritable_paths(tmp_path, "events.jsonl"):
         with pytest.raises(OutputError) as info:
-            EventSink(None, path)
+            EventJournal(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
-        with pytest.raises(OutputError) as info:
-            EventSink(path.with_suffix(".jsonl"), None)
-        assert str(path.with_suffix(".jsonl")) in str(info.value)
+    journal = EventJournal(tmp_path / "ok.jsonl")
+    journal.close()
+    journal.close()
+    with pytest.raises(OutputError, match="closed"):
+        journal.write(_record(_event(0)))
+
+
+def test_recorder_writes_journal_store_tracks_and_faces(tmp_path):
+    """Events to the journal and the store (same fields), one track row per key from its start to its
+    end, and the face of each ended track with its template and best crop."""
+    store = open_store(tmp_path / "events.db")
+    run = RunRecord(RUN, 999.0)
+    journal = EventJournal(tmp_path / "events.jsonl")
+    recorder = EventRecorder(run, journal=journal, store=store, snapshots=tmp_path / "snaps")
+    key = TrackKey(SECRET_URL, 0, 1)
+    crop = np.full((112, 112, 3), 120, np.uint8)
+    recorder.snapshot(key, crop)
+    started = Event.of_track(0.5, EventKind.TRACK_STARTED, key, None, 0.99).at(1000.5)
+    named = Event.of_track(0.9, EventKind.IDENTITY_ASSIGNED, key, "alice", 0.7, (("votes", 2),)).at(1000.9)
+    ended = Event.of_track(3.0, EventKind.TRACK_ENDED, key, "alice", 0.72).at(1003.0)
+    recorder.events([started, named])
+    recorder.events([ended])
+    template = np.eye(8, dtype=np.float32)[2]
+    recorder.faces([TrackFace(key, template, 21.5, "facenet:test", crop, "alice", None)])
+    recorder.close(1010.0)
+
+    reader = open_store(tmp_path / "events.db", create=False)
+    try:
+        rows = reader.events(EventQuery(newest_first=False))
+        assert [(r.kind, r.time, r.pts_s, r.run_id) for r in rows] == [
+            ("track_started", 1000.5, 0.5, RUN),
+            ("identity_assigned", 1000.9, 0.9, RUN),
+            ("track_ended", 1003.0, 3.0, RUN),
+        ]
+        assert rows[1].snapshot == str(snapshot_path(tmp_path / "snaps", key)) and "hunter2" not in rows[1].stream
+        lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+        assert [line["kind"] for line in lines] == [r.kind for r in rows]
+        assert lines[1]["snapshot"] == rows[1].snapshot and lines[1]["votes"] == 2
+        (track,) = reader.tracks()
+        assert (track.first_time, track.last_time, track.first_pts, track.last_pts) == (1000.5, 1003.0, 0.5, 3.0)
+        assert (track.person, track.run_id, track.snapshot) == ("alice", RUN, rows[1].snapshot)
+        (face,) = reader.faces()
+        assert (face.first_time, face.last_time, face.person, face.model_id) == (1000.5, 1003.0, "alice", "facenet:test")
+        np.testing.assert_array_equal(face.embedding, template)
+        assert reader.face_crop(face.face_id)[:2] == b"\xff\xd8"
+        (stored_run,) = reader.runs()
+        assert (stored_run.run_id, stored_run.ended) == (RUN, 1010.0)
+    finally:
+        reader.close()
 
 
 # ---- snapshots ----------------------------------------------------------------------------------

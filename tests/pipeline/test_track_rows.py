@@ -6,18 +6,19 @@ epoch 0 and track 1 of epoch 1 (after a reconnect) merged into one row.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
+from stream.pipeline.recording import EventRecorder
 from stream.pipeline.writers import OutputPaths, OutputWriters
+from stream.store import open_store
+from stream.store.records import RunRecord
 from stream.types import Event, EventKind, TrackKey
 
 
 def _writers(tmp_path: Path) -> OutputWriters:
-    paths = OutputPaths(
-        videos={"cam": None}, mot={"cam": None}, jsonl=None, sqlite=tmp_path / "events.db", snapshots=None, summary=None
-    )
-    return OutputWriters(paths, fps={"cam": 25.0})
+    paths = OutputPaths(videos={"cam": None}, mot={"cam": None}, jsonl=None, snapshots=None, summary=None)
+    recorder = EventRecorder(RunRecord.new(started=0.0), store=open_store(tmp_path / "events.db"))
+    return OutputWriters(paths, fps={"cam": 25.0}, recorder=recorder)
 
 
 def _track_event(ts: float, kind: EventKind, epoch: int, track_id: int, person: str | None = None) -> Event:
@@ -37,6 +38,6 @@ def test_a_reconnect_gives_two_rows_each_from_start_to_end(tmp_path: Path) -> No
         ]
     )
     writers.close()
-    with sqlite3.connect(tmp_path / "events.db") as db:
-        rows = db.execute("SELECT stream, epoch, track_id, first_ts, last_ts, person FROM tracks ORDER BY epoch").fetchall()
-    assert rows == [("cam", 0, 1, 10.0, 12.0, "alice"), ("cam", 1, 1, 110.0, 112.0, None)]
+    with open_store(tmp_path / "events.db", create=False) as store:
+        rows = [(t.stream, t.epoch, t.track_id, t.first_time, t.last_time, t.person) for t in store.tracks()]
+    assert sorted(rows) == [("cam", 0, 1, 10.0, 12.0, "alice"), ("cam", 1, 1, 110.0, 112.0, None)]
