@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.pg_server import PgServer
+    from scripts.pg_server import PgServer
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"  # the RTSP test server runs on Debian's python3-gi
@@ -90,7 +90,7 @@ def pg_server() -> Iterator[PgServer]:
         import psycopg  # noqa: F401
     except ImportError:
         pytest.skip("psycopg 3 is not installed (requirements/lock.txt)")
-    from tests.pg_server import PgServer, find_pg_bin
+    from scripts.pg_server import PgServer, find_pg_bin
 
     bin_dir, why = find_pg_bin()
     if bin_dir is None:

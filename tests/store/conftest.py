@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from scripts.pg_server import PgServer
 from stream.store import EventRecord, FaceRecord, RunRecord, Store, TrackRecord, open_store
-from tests.pg_server import PgServer
 
 T0 = 1_796_092_710.44  # 2026-12-01T02:38:30.440Z: a fixed "now" for synthetic data
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]

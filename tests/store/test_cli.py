@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
+from scripts.pg_server import free_port
 from stream.cli import EXIT_OK, EXIT_USAGE, main
 from stream.commands.events import parse_time
 from stream.commands.search import SearchHit, format_hits
 from stream.errors import UserError
 from stream.store import FaceHit, FaceRecord, RunRecord, open_store
 from tests.conftest import REPO, app_config_text, shared_file
-from tests.pg_server import free_port
 from tests.store.conftest import T0, event, run_record
 
 DEEPFACE = "deepface/tests/unit/dataset"

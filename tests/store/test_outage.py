@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from scripts.pg_server import PgServer, free_port
 from stream.store import (
     EventQuery,
     Store,
@@ -24,7 +25,6 @@ from stream.store import (
 )
 from stream.store.base import Connection
 from stream.store.sqlite import SqliteConnection
-from tests.pg_server import PgServer, free_port
 from tests.store.conftest import T0, event, run_record
 
 

@@ -351,7 +351,7 @@ def test_a_password_is_never_stored(store_url: str) -> None:
         assert target.path is not None
         text = b"".join(p.read_bytes() for p in target.path.parent.glob("events.db*")).decode("latin-1")
     else:
-        from tests.pg_server import dump_text
+        from scripts.pg_server import dump_text
 
         text = dump_text(store_url)
         assert own and own not in text
