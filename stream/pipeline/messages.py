@@ -13,7 +13,8 @@ from trackers import TrackSnapshot
 @dataclass(frozen=True, slots=True)
 class TrackFace:
     """What a track that ended leaves behind for the faces table: its fused template (unit float32),
-    the mean feature norm behind it, the model, its best aligned crop (BGR) and its final names."""
+    the mean feature norm behind it, the model, its best aligned crop (BGR), its final names, and the
+    face's short side in full-frame pixels where that crop was cut (None without a crop)."""
 
     track: TrackKey
     template: np.ndarray
@@ -22,6 +23,7 @@ class TrackFace:
     crop: np.ndarray | None
     person: str | None
     stranger: str | None
+    face_px: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,16 @@ from stream.types import Embedding, Event, EventKind, FaceCrop, Frame, TrackKey
 from trackers import Tracker, TrackerSettings, TrackSnapshot, TrackState
 
 
+@dataclass(frozen=True, slots=True)
+class _Best:
+    """A track's best crop so far: its quality score, the aligned crop (BGR), the face's short side
+    in full-frame pixels."""
+
+    quality: float
+    crop: np.ndarray
+    face_px: float
+
+
 @dataclass
 class _StreamState:
     """Per-stream tracking state (owned by the Recogniser)."""
@@ -39,7 +49,7 @@ class _StreamState:
     tracker: Tracker
     selector: BestShotSelector
     started: set[int] = field(default_factory=set)
-    best: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict)  # track id -> (quality, crop)
+    best: dict[int, _Best] = field(default_factory=dict)  # track id -> its best crop so far
     quality: dict[int, float] = field(default_factory=dict)  # last crop quality per track
 
 
@@ -166,8 +176,8 @@ class Recogniser:
         best = state.best.pop(key.track_id, None)
         state.quality.pop(key.track_id, None)
         if template is not None:
-            crop = None if best is None else best[1]
-            face = TrackFace(key, *template, self._embedder.model_id, crop, identity.person, identity.stranger)
+            crop, side = (None, None) if best is None else (best.crop, best.face_px)
+            face = TrackFace(key, *template, self._embedder.model_id, crop, identity.person, identity.stranger, side)
             self._ended.setdefault(key.stream_id, []).append(face)
         score = identity.confidence if identity.person else None
         return Event.of_track(ts, EventKind.TRACK_ENDED, key, identity.person, score, stranger=identity.stranger)
@@ -191,8 +201,9 @@ class Recogniser:
         key = TrackKey(frame.stream_id, state.epoch, snap.track_id)
         state.selector.offer(FaceCrop(key, frame.index, crop, quality.score, quality.flags), frame.pts_s)
         best = state.best.get(snap.track_id)
-        if best is None or quality.score > best[0]:
-            state.best[snap.track_id] = (quality.score, aligned)
+        if best is None or quality.score > best.quality:
+            side = float(min(box[2] - box[0], box[3] - box[1]))
+            state.best[snap.track_id] = _Best(quality.score, aligned, side)
 
     def _embed_ready(self, now: dict[str, float]) -> None:
         """Embed the due best shots (synchronously, or through the worker) and vote on the results.
@@ -243,7 +254,7 @@ class Recogniser:
                 TrackLabel(snap, identity.person, score, state.quality.get(snap.track_id), identity.stranger)
             )
         named = tuple(
-            (e.track, state.best[e.track.track_id][1])
+            (e.track, state.best[e.track.track_id].crop)
             for e in events
             if e.kind is EventKind.IDENTITY_ASSIGNED and e.track is not None and e.track.track_id in state.best
         )
