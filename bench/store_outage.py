@@ -42,7 +42,7 @@ def run(minutes: float, restarts: int, down_s: float) -> dict[str, Any]:
     server = PgServer(bin_dir, durable=True)
     server.start()
     try:
-        url = server.url(server.create_database("soak"))
+        url = server.create_database("soak")
         with tempfile.TemporaryDirectory(prefix="store-outage-") as tmp:
             work = Path(tmp)
             text = (

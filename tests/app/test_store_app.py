@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from scripts.pg_server import PgServer, free_port
@@ -32,8 +34,11 @@ def test_unreachable_postgresql_is_one_line_naming_the_masked_url(tmp_path: Path
     port = free_port()  # nothing listens there
     cfg = tmp_path / "c.yaml"
     cfg.write_text(_config_text(tmp_path, f"postgresql://app:s3cret-pw@127.0.0.1:{port}/events"))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.zeros((48, 64, 3), np.uint8))
     started = time.monotonic()
-    code = main(["run", "--config", str(cfg), "--source", str(tmp_path)])
+    code = main(["run", "--config", str(cfg), "--source", str(frames)])
     err = capsys.readouterr().err
     assert code == 2 and time.monotonic() - started < 30
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -43,7 +48,7 @@ def test_unreachable_postgresql_is_one_line_naming_the_masked_url(tmp_path: Path
 
 def test_two_runs_write_one_postgresql_store_at_once(pg_server: PgServer, demo, tmp_path: Path) -> None:
     clip, gallery = demo
-    url = pg_server.url(pg_server.create_database("two"))
+    url = pg_server.create_database("two")
     procs = []
     for name in ("left", "right"):
         folder = tmp_path / name
@@ -51,8 +56,8 @@ def test_two_runs_write_one_postgresql_store_at_once(pg_server: PgServer, demo, 
         cfg = folder / "c.yaml"
         cfg.write_text(_config_text(folder, url))
         args = [sys.executable, "run.py", "--config", str(cfg), "--source", str(clip), "--gallery", str(gallery)]
-        procs.append(subprocess.Popen([*args, "--max-frames", "60"], cwd=REPO, capture_output=False,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+        cmd = [*args, "--max-frames", "60"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     with open_store(url, create=False) as store:
@@ -72,7 +77,7 @@ def test_postgresql_stopped_mid_run_loses_nothing(pg_server: PgServer, demo, tmp
     """A live run writes to PostgreSQL; the server stops for a few seconds and comes back: every event
     of the journal is in the store afterwards (count and content), and the outage was counted."""
     clip, gallery = demo
-    url = pg_server.url(pg_server.create_database("outage"))
+    url = pg_server.create_database("outage")
     config = parse_config(_config_text(tmp_path, url)).resolve_paths(tmp_path)
     live = f"lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime"
     app = build_app(config, RunOptions(sources=(live,), gallery=gallery), ModelOverrides(device="cpu"))
@@ -88,10 +93,10 @@ def test_postgresql_stopped_mid_run_loses_nothing(pg_server: PgServer, demo, tmp
         assert _wait(lambda: app.writers.recorder.store_counters().reconnects >= 1, 120), "store never came back"
         time.sleep(3.0)
     finally:
-        if not pg_server.running():
-            pg_server.start()
         app.pipeline.stop.set()
         thread.join(60)
+        if not pg_server.running:
+            pg_server.start()
     counters = app.writers.recorder.store_counters()
     assert counters is not None and counters.buffered > 0 and counters.dropped == 0
     journal = _journal(tmp_path)
