@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from stream.closing import close_quietly
 from stream.outputs.events import EventSink
+from stream.outputs.live_view import LiveView, StreamCounts
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import TrackView, draw_overlay
@@ -76,9 +77,12 @@ class OutputWriters:
         video: VideoSettings | None = None,
         run: RunInfo | None = None,
         blur_unknown: bool = False,
+        view: LiveView | None = None,
     ) -> None:
-        """``run``: this run's id and start (default: a new id, now)."""
+        """``run``: this run's id and start (default: a new id, now). ``view``: publish the annotated
+        frames (only while watched), the streams' status and the events into it (for the web app)."""
         self.run = run or RunInfo.new()
+        self._view = view
         self._paths = paths
         self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
@@ -113,10 +117,13 @@ class OutputWriters:
         for key, crop in item.snapshots:  # before the events: identity events name their snapshot
             self._snapshot(key, crop)
         self.events(item.events)
-        if self._paths.videos.get(frame.stream_id) is not None or self._display:
+        viewed = self._view is not None and self._view.wants_frame(frame.stream_id)
+        if self._paths.videos.get(frame.stream_id) is not None or self._display or viewed:
             image = annotated_image(item, blur_unknown=self._blur_unknown)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
+            if viewed and self._view is not None:
+                self._view.publish_frame(frame.stream_id, image, frame.wall_time)
         mot_path = self._paths.mot.get(frame.stream_id)
         if mot_path is not None:
             out.mot = out.mot or MotWriter(mot_path)
@@ -127,18 +134,27 @@ class OutputWriters:
         self.metrics.observe_latency("output", time.perf_counter() - started)
         self.metrics.observe_latency("frame_to_output", latency)
         self._sync_metrics(frame.stream_id)
+        if self._view is not None:
+            seen = self._seen.get(frame.stream_id, _Seen())
+            counts = StreamCounts(seen.frames_in, seen.dropped, seen.reconnects, seen.decode_errors)
+            self._view.frame_done(frame.stream_id, counts, frame.wall_time)
         self._progress.update(1)
 
     def events(self, events: Sequence[Event]) -> None:
+        published: list[tuple[Event, str | None]] = []
         for event in events:
             if event.time is None:  # made without a frame's wall time (tests, tools): run start + pts
                 event = event.at(self.run.started + (event.pts_s or 0.0))
+            snapshot = self._snapshot_of(event)
             if self._sink is not None:
-                self._sink.write(event, run_id=self.run.run_id, snapshot=self._snapshot_of(event))
+                self._sink.write(event, run_id=self.run.run_id, snapshot=snapshot)
             if event.track is not None:
                 self._track_event(event.track, event)
+            published.append((event, None if snapshot is None else snapshot.name))
         if events and self._sink is not None:
             self._sink.flush()
+        if self._view is not None:
+            self._view.publish_events(published)
 
     def _track_event(self, key: TrackKey, event: Event) -> None:
         """Follow a track from its start to its end: the summary's identities, the tracks table row."""
@@ -162,6 +178,8 @@ class OutputWriters:
         return self._snapshot_paths.get(event.track) if named and event.track is not None else None
 
     def end_stream(self, stream_id: str) -> None:
+        if self._view is not None:
+            self._view.stream_ended(stream_id)
         out = self._streams.get(stream_id)
         if out is not None:  # one stream's broken output must not stop closing the others
             close_quietly(out.video, f"video of {stream_id}", level=logging.ERROR)
