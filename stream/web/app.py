@@ -71,6 +71,8 @@ COOKIE = "adaface_session"
 PUBLIC_PATHS = frozenset({"/login", "/api/health", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_NO_EVENTS = "events are not stored in this app (outputs.events_sqlite is off)"
+_BROKEN_STORE = "the event store cannot be read right now"
 SMALL_BODY = 64 * 1024  # every request body but an upload
 MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -192,7 +194,6 @@ def create_app(deps: WebDeps) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    app.state.sessions = sessions
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _error_handlers(app)
 
@@ -280,7 +281,7 @@ def create_app(deps: WebDeps) -> FastAPI:
         else:
             found = _read_events(deps.events, query)
             if found is None:
-                error, status = "the event store cannot be read right now", 503
+                error, status = (_NO_EVENTS if deps.events is None else _BROKEN_STORE), 503
             else:
                 more, rows = len(found) > settings.page_size, [event_json(e) for e in found[: settings.page_size]]
         link = {k: v for k, v in form.items() if v}
@@ -391,7 +392,7 @@ def create_app(deps: WebDeps) -> FastAPI:
             return JSONResponse({"error": str(exc)}, status_code=400)
         found = _read_events(deps.events, query)
         if found is None:
-            return JSONResponse({"error": "the event store cannot be read right now"}, status_code=503)
+            return JSONResponse({"error": _NO_EVENTS if deps.events is None else _BROKEN_STORE}, status_code=503)
         rows = [event_json(e) for e in found]
         return EventsPage(
             events=rows,
@@ -574,8 +575,9 @@ def _filter(person: str, stream: str, since: str, until: str, kinds: list[str], 
 
 
 def _read_events(reader: EventReader | None, query: EventFilter) -> list[Any] | None:
+    """The events, or None when they cannot be read (no store: events are not kept; a broken database)."""
     if reader is None:
-        return []
+        return None
     try:
         return list(reader.events(query))
     except Exception as exc:

@@ -37,7 +37,7 @@ from stream.web.events import SqliteEventReader
 from stream.web.identify import IdentifyService, UploadLimits
 from stream.web.server import WebServer, bind
 
-__all__ = ["parse_web_address", "run_with_web", "web_config"]
+__all__ = ["check_web", "parse_web_address", "run_with_web", "web_config", "web_deps"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def run_with_web(
             config = live_demo(config)
         view = LiveView(max_fps=web.live_fps)
         app = build_app(config, options, overrides, models=models, view=view)
-        deps = _web_deps(config, app, view, web, password, overrides, api_detector)
+        deps = web_deps(config, app, view, web, password, overrides, api_detector)
         server = WebServer(create_app(deps), sock, deps.closing)
         server.start()  # from here on the server owns (and closes) the socket
         log.info("web app: %s (%s)", server.url, "login required" if password else "no login: loopback only")
@@ -123,7 +123,7 @@ def run_with_web(
             sock.close()
 
 
-def _web_deps(
+def web_deps(
     config: AppConfig,
     app: App,
     view: LiveView,

@@ -321,3 +321,6 @@ def test_a_broken_event_database_is_503_not_500(site: Site, tmp_path: Path) -> N
         assert c.get("/api/events").status_code == 503
         assert c.get("/api/events/1").status_code == 404
         assert c.get("/events").status_code == 503
+    with TestClient(create_app(replace(site.deps, events=None)), base_url=BASE) as c:
+        r = c.get("/api/events")
+        assert r.status_code == 503 and "events_sqlite" in r.json()["error"]

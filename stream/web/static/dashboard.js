@@ -31,6 +31,7 @@
     const item = el("li", "event kind-" + ev.kind + (NOISY.has(ev.kind) ? " noisy" : ""));
     item.dataset.person = ev.person || "";
     item.dataset.kind = ev.kind;
+    item.dataset.seq = ev.seq;
     if (ev.snapshot_url) {
       const img = el("img", "thumb");
       img.src = ev.snapshot_url;
