@@ -81,7 +81,7 @@ def site(tmp_path: Path) -> Site:
         identify=IdentifyService(identifier, UploadLimits(max_bytes=200_000, max_pixels=1_000_000)),
         metrics=metrics.render,
         people=("alice", "bob"),
-        settings=WebSettings(frame_poll_s=0.01, event_poll_s=0.02),
+        settings=WebSettings(frame_poll_s=0.01, event_poll_s=0.02, latest_wait_s=0.3),
     )
     return Site(rec, view, deps, identifier, metrics)
 
