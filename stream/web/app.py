@@ -736,8 +736,7 @@ class Guard:
         by_bearer = bearer is not None and self.sessions.valid(bearer)
         by_cookie = cookie is not None and self.sessions.valid(cookie)
         if method in UNSAFE_METHODS and not by_bearer:
-            scheme = scope.get("scheme", "http")
-            origin = same_origin(headers.get("origin"), headers.get("referer"), headers.get("host"), scheme)
+            origin = same_origin(headers.get("origin"), headers.get("referer"), headers.get("host"))
             if origin is False or (origin is None and by_cookie and self.settings.password is not None):
                 return _json(403, "cross-site request refused (Origin does not match this server)")
         if self.settings.password is None or by_bearer or by_cookie:

@@ -147,10 +147,11 @@ class LoginThrottle:
             self._failures.pop(client, None)
 
 
-def same_origin(origin: str | None, referer: str | None, host: str | None, scheme: str) -> bool | None:
+def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool | None:
     """Whether the request came from one of this server's own pages: its Origin header (else the
-    Referer's origin) has this ``host`` (the Host header) and ``scheme``. None when the request carries
-    neither header (not a browser form or fetch)."""
+    Referer's origin) names the host and port of the Host header. The scheme is not compared (behind a
+    TLS proxy the page is https, the app plain http) and ports 80/443 count as no port. None when the
+    request carries neither header (not a browser form or fetch)."""
     source = origin if origin and origin != "null" else None
     if source is None and referer:
         source = referer
@@ -159,18 +160,14 @@ def same_origin(origin: str | None, referer: str | None, host: str | None, schem
     parts = urlsplit(source)
     if not parts.scheme or not parts.netloc or host is None:
         return False
-    return hmac.compare_digest(parts.scheme.lower(), scheme.lower()) and _same_host(parts.netloc, host, scheme)
+    return hmac.compare_digest(_host_port(parts.netloc), _host_port(host))
 
 
-def _same_host(netloc: str, host: str, scheme: str) -> bool:
-    default = "443" if scheme == "https" else "80"
-
-    def norm(value: str) -> str:
-        value = value.lower().rsplit("@", 1)[-1]
-        if value.startswith("["):  # [v6]:port
-            addr, _, port = value.partition("]")
-            return f"{addr}]:{port.removeprefix(':') or default}"
+def _host_port(value: str) -> str:
+    value = value.strip().lower().rsplit("@", 1)[-1]
+    if value.startswith("["):  # [v6]:port
+        name, _, port = value.partition("]")
+        name, port = name + "]", port.removeprefix(":")
+    else:
         name, _, port = value.partition(":")
-        return f"{name}:{port or default}"
-
-    return norm(netloc) == norm(host)
+    return name if port in ("", "80", "443") else f"{name}:{port}"

@@ -39,7 +39,7 @@ class WebServer:
             log_config=None,  # keep the app's logging (and its secret masking)
             access_log=False,
             lifespan="off",
-            proxy_headers=False,
+            proxy_headers=True,  # X-Forwarded-Proto/For from a TLS proxy on this machine (127.0.0.1) only
             server_header=False,
             timeout_graceful_shutdown=GRACE_S,
             limit_concurrency=MAX_CONNECTIONS,

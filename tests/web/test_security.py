@@ -136,7 +136,9 @@ def test_login_throttle() -> None:
     ("origin", "referer", "expected"),
     [
         ("http://127.0.0.1:8080", None, True),
+        ("https://127.0.0.1:8080", None, True),  # a TLS proxy in front: the scheme differs, the host does not
         ("http://127.0.0.1", None, False),
+        ("http://127.0.0.1:9090", None, False),
         (None, "http://127.0.0.1:8080/events?x=1", True),
         ("https://evil.example", "http://127.0.0.1:8080/", False),
         ("null", None, False),
@@ -146,7 +148,15 @@ def test_login_throttle() -> None:
     ],
 )
 def test_same_origin(origin: str | None, referer: str | None, expected: bool | None) -> None:
-    assert same_origin(origin, referer, "127.0.0.1:8080", "http") is expected
+    assert same_origin(origin, referer, "127.0.0.1:8080") is expected
+
+
+def test_same_origin_default_ports_and_ipv6() -> None:
+    assert same_origin("https://cams.example", None, "cams.example")
+    assert same_origin("https://cams.example", None, "cams.example:443")
+    assert not same_origin("https://cams.example.evil", None, "cams.example")
+    assert same_origin("http://[::1]:8080", None, "[::1]:8080")
+    assert not same_origin("http://[::1]:8081", None, "[::1]:8080")
 
 
 # ---------------------------------------------------------------- without a password
