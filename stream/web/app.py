@@ -17,8 +17,8 @@ Security (``Guard``, a plain ASGI middleware in front of everything): with a pas
 the login page, ``/static`` and ``/api/health`` needs a session (HttpOnly SameSite=Strict cookie, or
 ``Authorization: Bearer`` token from ``POST /api/token``): pages redirect to the login page, the rest
 answer 401. A state-changing request (POST...) whose Origin/Referer is another site is refused (403),
-and one authenticated by the cookie must carry a same-origin Origin or Referer. Bound to loopback, the
-Host header must name loopback (no DNS rebinding). Bodies are capped (413 before the app reads past
+and one authenticated by the cookie must carry a same-origin Origin or Referer. Bound to loopback
+without a password, the Host header must name loopback (no DNS rebinding). Bodies are capped (413 before the app reads past
 the cap). Errors are JSON ``{"error": "..."}``; bad input is a 4xx, never a 500.
 """
 
@@ -91,7 +91,8 @@ SECURITY_HEADERS = (
 @dataclass(frozen=True)
 class WebSettings:
     """``password``: None serves without login (loopback only: see ``auth.check_exposure``).
-    ``loopback_only_hosts``: refuse Host headers that do not name loopback (set when bound to loopback)."""
+    ``loopback_only_hosts``: refuse Host headers that do not name loopback (set when bound to loopback
+    without a password: a page of another site whose name resolves to 127.0.0.1 gets nothing)."""
 
     password: PasswordCheck | None = None
     session_ttl_s: float = 12 * 3600.0

@@ -160,6 +160,6 @@ def web_deps(
         settings=WebSettings(
             password=password,
             session_ttl_s=web.session_hours * 3600.0,
-            loopback_only_hosts=is_loopback(web.host),
+            loopback_only_hosts=password is None and is_loopback(web.host),  # no login: no DNS rebinding either
         ),
     )
