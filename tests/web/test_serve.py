@@ -76,7 +76,7 @@ def test_run_with_web_serves_while_the_pipeline_runs_and_stops_with_it(tmp_path:
     )
     assert done.wait(10)
     assert "error" not in seen, seen.get("error")
-    assert summary.frames_processed == 60
+    assert summary.frames_in == 60 and 0 < summary.frames_processed <= 60  # live: a busy machine drops some
     assert seen["health"]["status"] == "ok"  # type: ignore[index]
     assert seen["streams"][0]["name"] == "stream0" and seen["streams"][0]["live"] is True  # type: ignore[index]
     assert seen["latest"] == b"\xff\xd8"
