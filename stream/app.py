@@ -17,13 +17,14 @@ from stream.config import AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
-from stream.identity.gallery import enroll
+from stream.identity.gallery import Gallery, enroll
 from stream.identity.matcher import Matcher
 from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
 from stream.logs import mask_secrets
 from stream.outputs.events import EventJournal
+from stream.outputs.live_view import LiveView
 from stream.outputs.summary import RunSummary
 from stream.outputs.video import VideoSettings
 from stream.pipeline.embedding import EmbedWorker, LatencyObserver
@@ -87,6 +88,25 @@ def plan_streams(config: AppConfig, options: RunOptions) -> tuple[tuple[StreamCo
     return (StreamConfig(name=DEMO_STREAM, path=clip, mode="file"),), options.gallery or gallery
 
 
+def live_demo(config: AppConfig) -> AppConfig:
+    """``config`` with the built-in demo clip as one looping 25 fps live stream named ``demo`` (an FFmpeg
+    ``lavfi:`` graph, real-time like a camera) and the demo gallery: what ``run.py serve`` shows when no
+    stream is configured."""
+    from stream.demo import prepare_demo
+
+    clip, gallery = prepare_demo(config.outputs.dir / ".demo")
+    if not re.fullmatch(r"[\w./ +-]+", str(clip)):
+        raise UserError(f"{clip}: the demo clip's path has characters an FFmpeg graph cannot take; set outputs.dir")
+    url = f"lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime"
+    log.info("no streams configured: serving the built-in demo clip as a looping live camera (%s)", clip)
+    return config.model_copy(
+        update={
+            "streams": (StreamConfig(name=DEMO_STREAM, url=url, mode="live"),),
+            "gallery": config.gallery.model_copy(update={"dir": gallery}),
+        }
+    )
+
+
 def _check_unique(streams: tuple[StreamConfig, ...]) -> None:
     names = [s.name for s in streams]
     if len(set(names)) != len(names):
@@ -95,15 +115,26 @@ def _check_unique(streams: tuple[StreamConfig, ...]) -> None:
 
 def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Matcher:
     """The gallery's matcher; its threshold scales with the gallery size (``stream.identity.thresholds``)."""
-    rec, model_id = config.recognition, models.embedder.model_id
+    return matcher_for(models, config, enroll_gallery(models, config, gallery_dir))
+
+
+def enroll_gallery(models: Models, config: AppConfig, gallery_dir: Path) -> Gallery | None:
+    """The enrolled gallery (cached per model), or None (with a warning) when nobody is in it."""
     if not gallery_dir.is_dir():
         log.warning("gallery %s not found: every face will be unknown", gallery_dir)
-        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
+        return None
     gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
     if not gallery.people:
         log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
-        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
+        return None
     log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
+    return gallery
+
+
+def matcher_for(models: Models, config: AppConfig, gallery: Gallery | None) -> Matcher:
+    rec, model_id = config.recognition, models.embedder.model_id
+    if gallery is None:
+        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
     choice = threshold_from_config(model_id, rec, len(gallery.people))
     log.info("%s", choice.describe())
     return Matcher.from_gallery(gallery, choice.threshold, rec.min_margin)
@@ -142,11 +173,14 @@ def build_recogniser(
 
 @dataclass
 class App:
-    """A built, not yet started, run: the pipeline and the output stage that owns the writers."""
+    """A built, not yet started, run: the pipeline and the output stage that owns the writers; the
+    models and the enrolled gallery (None: nobody) it uses, for still-image tools beside it (the web app)."""
 
     pipeline: Pipeline
     writers: OutputWriters
     summary_path: Path | None
+    models: Models | None = None
+    gallery: Gallery | None = None
 
     def run(self) -> RunSummary:
         """Run every stream to its end (or Ctrl-C / a stage error); the summary is written either way."""
@@ -204,49 +238,55 @@ def build_app(
     *,
     models: Models | None = None,
     embed_off_path: bool | None = None,
+    view: LiveView | None = None,
 ) -> App:
-    """Open the sources, build (or take) the models and the gallery, wire the pipeline and outputs.
+    """Open the sources and the event store, build (or take) the models and the gallery, wire the
+    pipeline and outputs.
 
     ``embed_off_path``: embed in a thread of its own (None: when any stream is live; the benchmark
-    compares both)."""
+    compares both). ``view``: the output stage publishes frames, status and events into it."""
     streams, gallery_override = plan_streams(config, options)
+    if view is not None:
+        for spec in streams:
+            view.register(spec.name, spec.effective_mode == "live")
     paths = output_paths(config.outputs, streams, options)
-    sources = [open_source(spec) for spec in streams]
-    store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
+    opened = _Opened(streams, [open_source(spec) for spec in streams], paths, gallery_override, view)
+    opened.store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
     try:
-        return _build(config, options, overrides, models, embed_off_path, streams, gallery_override, paths, sources, store)
+        return _wire(config, options, opened, models or build_models(config, overrides or ModelOverrides()), embed_off_path)
     except BaseException:
-        close_quietly(store, "event store", level=logging.WARNING)
+        close_quietly(opened.store, "event store", level=logging.WARNING)
         raise
 
 
-def _build(
-    config: AppConfig,
-    options: RunOptions,
-    overrides: ModelOverrides | None,
-    models: Models | None,
-    embed_off_path: bool | None,
-    streams: tuple[StreamConfig, ...],
-    gallery_override: Path | None,
-    paths: OutputPaths,
-    sources: list[FrameSource],
-    store: Store | None,
-) -> App:
-    models = models or build_models(config, overrides or ModelOverrides())
-    matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
-    fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
+@dataclass
+class _Opened:
+    """What ``build_app`` opened before building the models (closed again if building fails)."""
+
+    streams: tuple[StreamConfig, ...]
+    sources: list[FrameSource]
+    paths: OutputPaths
+    gallery_override: Path | None
+    view: LiveView | None
+    store: Store | None = None
+
+
+def _wire(config: AppConfig, options: RunOptions, opened: _Opened, models: Models, embed_off_path: bool | None) -> App:
+    gallery = enroll_gallery(models, config, opened.gallery_override or config.gallery.dir)
+    matcher = matcher_for(models, config, gallery)
+    streams, paths = opened.streams, opened.paths
+    fps = {source.stream_id: source.nominal_fps or 25.0 for source in opened.sources}
     files_only = all(s.effective_mode == "file" for s in streams)
-    progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
-    video = VideoSettings(config.outputs.video_crf, config.outputs.video_preset)
     writers = OutputWriters(
         paths,
         fps,
         display=options.display,
         metrics_port=options.metrics_port,
-        progress=progress,
-        video=video,
-        recorder=build_recorder(config, paths, store, models.embedder.model_id),
+        progress=files_only and sys.stderr.isatty(),  # a progress bar for files on a terminal
+        video=VideoSettings(config.outputs.video_crf, config.outputs.video_preset),
+        recorder=build_recorder(config, paths, opened.store, models.embedder.model_id),
         blur_unknown=config.outputs.blur_unknown,
+        view=opened.view,
     )
     det = config.detection
     live = {s.name for s in streams if s.effective_mode == "live"}
@@ -257,7 +297,7 @@ def _build(
     stop = threading.Event()
     recogniser = build_recogniser(models, config, matcher, worker=worker, observer=writers.metrics, stop=stop)
     pipeline = Pipeline(
-        sources,
+        opened.sources,
         models.detector,
         recogniser,
         writers,
@@ -268,7 +308,7 @@ def _build(
         observer=writers.metrics,
     )
     writers.watch(pipeline)
-    return App(pipeline, writers, options.summary)
+    return App(pipeline, writers, options.summary, models, gallery)
 
 
 def run_app(config: AppConfig, options: RunOptions, overrides: ModelOverrides | None = None) -> RunSummary:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stream.config import AppConfig, ConfigError, load_config, reference_rows, to_masked_yaml
+from stream.config import AppConfig, ConfigError, WebConfig, load_config, reference_rows, to_masked_yaml
 from stream.errors import PipelineError, UserError
 from stream.faces.embedder import ModelUnavailableError
 from stream.logs import mask_secrets, setup_logging
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    _add_serve(sub)
     _add_config(sub)
     for name in ("embed", "verify", "enroll", "identify", "calibrate"):
         _add_model_command(sub, name)
@@ -80,8 +81,30 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--display", action="store_true", help="show a window (only when a display exists)")
     p.add_argument("--max-frames", type=int, default=None, help="stop each stream after N frames")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:P")
+    p.add_argument(
+        "--web", default=None, metavar="HOST:PORT", help="also serve the web app (pages and API) during the run"
+    )
     add_model_options(p)
     p.set_defaults(handler=cmd_run)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from stream.commands.models import add_model_options
+
+    p = sub.add_parser(
+        "serve",
+        help="run the configured streams (none: the demo as a live camera) with the web app until stopped",
+        description="Run every configured stream (none: the built-in demo clip as a looping live camera) and "
+        "serve the web app: live views, events, the REST API (/docs). Stops on Ctrl-C or SIGTERM.",
+    )
+    _config_option(p)
+    p.add_argument(
+        "--web", default=None, metavar="HOST:PORT", help="address of the web app (default: config web.host, web.port)"
+    )
+    p.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
+    p.add_argument("--metrics-port", type=int, default=None, help="also serve Prometheus metrics on 127.0.0.1:P")
+    add_model_options(p)
+    p.set_defaults(handler=cmd_serve)
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -133,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream.commands.models import model_overrides
 
     config = read_config(args.config)
+    web = _web_config(config, args.web) if args.web is not None else None
     setup_logging(config.runtime.log_level)
     _set_torch_threads(config.runtime.torch_threads)
     if args.max_frames is not None and args.max_frames < 1:
@@ -148,9 +172,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         metrics_port=args.metrics_port or config.runtime.metrics_port,
     )
-    summary = run_app(config, options, model_overrides(args))
+    if web is not None:
+        from stream.web.serve import run_with_web
+
+        summary = run_with_web(config, options, model_overrides(args), web, keep_serving=False)
+    else:
+        summary = run_app(config, options, model_overrides(args))
     print(summary.table())
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream.app import RunOptions
+    from stream.commands.models import model_overrides
+    from stream.web.serve import run_with_web
+
+    config = read_config(args.config)
+    web = _web_config(config, args.web)
+    setup_logging(config.runtime.log_level)
+    _set_torch_threads(config.runtime.torch_threads)
+    options = RunOptions(gallery=args.gallery, metrics_port=args.metrics_port or config.runtime.metrics_port)
+    summary = run_with_web(config, options, model_overrides(args), web, keep_serving=True)
+    print(summary.table())
+    return EXIT_OK
+
+
+def _web_config(config: AppConfig, address: str | None) -> WebConfig:
+    """The web section with ``--web`` applied, the exposure rule checked before anything heavy loads."""
+    from stream.web.serve import check_web, web_config
+
+    web = web_config(config, address)
+    check_web(web, "--web" if address is not None else "web.host")
+    return web
 
 
 def _models(args: argparse.Namespace) -> tuple[AppConfig, Models]:

@@ -8,6 +8,7 @@ from them: ``python run.py config --reference``). Unknown keys and bad values ra
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from stream.logs import mask_secrets
 from trackers import TrackerSettings
@@ -31,7 +32,9 @@ __all__ = [
     "RuntimeConfig",
     "StreamConfig",
     "TrackingConfig",
+    "WebConfig",
     "apply_profile",
+    "is_loopback",
     "load_config",
     "parse_config",
 ]
@@ -254,6 +257,71 @@ class RuntimeConfig(_Strict):
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve metrics on this port (null: off).")
 
 
+ARGON2_PREFIX = "$argon2"
+MIN_PASSWORD_CHARS = 8
+
+
+class WebConfig(_Strict):
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the web app binds (run.py serve, run.py --web). Any address but loopback "
+        "(127.0.0.1, ::1, localhost) needs web.password.",
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the web app (0: any free port, logged).")
+    password: SecretStr | None = Field(
+        None,
+        description="Password of the pages and the API: write ${WEB_PASSWORD} and set that environment variable "
+        "(at least 8 characters), or an argon2 hash ($argon2id$...). Kept and compared only as an argon2 hash; "
+        "masked by run.py config; null: no login (loopback only).",
+    )
+    max_upload_mb: float = Field(10.0, gt=0.0, le=200.0, description="Largest upload (POST /api/identify), in MB.")
+    max_upload_pixels: int = Field(
+        40_000_000, ge=1, le=250_000_000, description="Largest uploaded image, in pixels (width x height)."
+    )
+    live_fps: float = Field(
+        10.0,
+        gt=0.0,
+        le=60.0,
+        description="Most frames per second per stream sent to live viewers (MJPEG); frames are JPEG-encoded "
+        "only while someone watches.",
+    )
+    session_hours: float = Field(12.0, gt=0.0, le=720.0, description="A login (cookie or API token) lasts this long.")
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*", text):
+                raise ValueError(f"must be an IP address or a host name, got {value!r}") from None
+        return text
+
+    @field_validator("password")
+    @classmethod
+    def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if not secret.startswith(ARGON2_PREFIX) and len(secret) < MIN_PASSWORD_CHARS:
+            raise ValueError(f"must be at least {MIN_PASSWORD_CHARS} characters (or an argon2 hash)")
+        return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost`` (the web app needs no password there)."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 Profile = Literal["default", "cpu", "gpu"]
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -317,6 +385,7 @@ class AppConfig(_Strict):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Known people.")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="Videos, events, snapshots.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process settings.")
+    web: WebConfig = Field(default_factory=WebConfig, description="The web app (run.py serve, --web).")
     profile: Profile = Field(
         "default",
         description="Preset for unset keys. cpu: " + _preset_text("cpu") + "; gpu: " + _preset_text("gpu") + ".",
@@ -443,8 +512,16 @@ def _substitute(node: Any, environ: Any, path: str) -> Any:
 # ---------------------------------------------------------------- error messages
 
 
+SECRET_KEYS = frozenset({"password"})
+"""Keys whose values never appear in an error message."""
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
+    if any(part in SECRET_KEYS for part in err["loc"]):
+        err = {**err, "input": "***", "ctx": {k: "***" if k == "error" else v for k, v in err.get("ctx", {}).items()}}
+        if err["type"] == "value_error":
+            err["ctx"] = {"error": err["msg"].removeprefix("Value error, ")}
     return f"{_loc(err['loc'])}: {_describe(err)}"
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "OneFaceDetector",
     "PicklePayload",
     "RecordingDetect",
+    "RecordingIdentifier",
     "RecordingLogHandler",
     "RefusingHasher",
     "ShortClipMaker",
@@ -265,6 +266,22 @@ class FakeRecognition:
 
     def __init__(self, **attributes: object) -> None:
         self.__dict__.update(attributes)
+
+
+class RecordingIdentifier:
+    """Stands in for ``StillIdentifier`` behind ``POST /api/identify``: answers ``faces`` and records the
+    shape of each image it was given (optionally waiting ``delay_s`` first)."""
+
+    def __init__(self, faces: list[dict[str, Any]] | None = None, delay_s: float = 0.0) -> None:
+        self.faces = faces if faces is not None else [{"box": [1.0, 2.0, 30.0, 40.0], "person": "alice", "score": 0.8, "margin": 0.3}]
+        self.shapes: list[tuple[int, ...]] = []
+        self.delay_s = delay_s
+
+    def __call__(self, image: np.ndarray) -> list[dict[str, Any]]:
+        self.shapes.append(image.shape)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self.faces
 
 
 # ---------------------------------------------------------------- sources

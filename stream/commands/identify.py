@@ -62,25 +62,53 @@ def run_identify(
     image = _read(image_path)  # before enrolling: a wrong path fails at once
     if isinstance(gallery, Path):
         gallery = load_gallery(models, gallery, use_cache)
-    _check_model(gallery, models.embedder.model_id)
-    model_id = models.embedder.model_id
-    choice = choose_threshold(
-        model_id,
-        gallery_size=len(gallery.names),
-        target_far=target_far,
-        match_threshold=threshold,
-        table=None if threshold is not None else table_for(model_id, score_table),
+    identifier = StillIdentifier(
+        models, gallery, threshold, min_margin, per_image=per_image, target_far=target_far, score_table=score_table
     )
-    log.info("%s", choice.describe())
-    matcher = Matcher.from_gallery(gallery, choice.threshold, min_margin, top_k=2, per_image=per_image)
-    faces = crop_faces(image, models.detector.detect_one(image), models.embedder)
-    if len(faces.detections) == 0:
-        return []
-    vectors, _ = embed_stack(models.embedder, list(faces.crops))
-    return [
-        _face_dict(box, match, matcher.decide(match))
-        for box, match in zip(faces.detections.boxes, matcher.match(vectors), strict=True)
-    ]
+    return identifier(image)
+
+
+class StillIdentifier:
+    """``run.py identify`` with the models and the gallery loaded once: ``identifier(image)`` names every
+    face of a BGR image (the dicts of ``run_identify``). The web app keeps one for ``POST /api/identify``.
+
+    Not for concurrent calls (the detector is not thread-safe): the caller serialises them.
+    """
+
+    def __init__(
+        self,
+        models: Models,
+        gallery: GalleryLike,
+        threshold: float | None,
+        min_margin: float,
+        *,
+        per_image: bool = False,
+        target_far: float = DEFAULT_TARGET_FAR,
+        score_table: Path | None = None,
+    ) -> None:
+        _check_model(gallery, models.embedder.model_id)
+        model_id = models.embedder.model_id
+        choice = choose_threshold(
+            model_id,
+            gallery_size=len(gallery.names),
+            target_far=target_far,
+            match_threshold=threshold,
+            table=None if threshold is not None else table_for(model_id, score_table),
+        )
+        log.info("%s", choice.describe())
+        self.models = models
+        self.names = tuple(gallery.names)
+        self._matcher = Matcher.from_gallery(gallery, choice.threshold, min_margin, top_k=2, per_image=per_image)
+
+    def __call__(self, image: np.ndarray) -> list[dict[str, Any]]:
+        faces = crop_faces(image, self.models.detector.detect_one(image), self.models.embedder)
+        if len(faces.detections) == 0:
+            return []
+        vectors, _ = embed_stack(self.models.embedder, list(faces.crops))
+        return [
+            _face_dict(box, match, self._matcher.decide(match))
+            for box, match in zip(faces.detections.boxes, self._matcher.match(vectors), strict=True)
+        ]
 
 
 def _check_model(gallery: GalleryLike, model_id: str) -> None:

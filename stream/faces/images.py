@@ -7,6 +7,7 @@ image (whatever the extension) raise ``ImageReadError`` naming the file.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -27,30 +28,53 @@ def is_image_name(path: Path) -> bool:
 
 def read_bgr(path: Path) -> np.ndarray:
     """Decode ``path`` into a contiguous HxWx3 uint8 BGR array."""
+    return _decode(path, str(path), MAX_PIXELS)
+
+
+def decode_bgr(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image file bytes (an upload) like ``read_bgr``; ``max_pixels`` caps width x height, checked
+    from the header before any pixel is decoded. Errors name ``name``."""
+    if not data:
+        raise ImageReadError(f"{name}: empty file")
+    return _decode(io.BytesIO(data), name, min(max_pixels, MAX_PIXELS))
+
+
+def image_size(data: bytes, name: str = "upload") -> tuple[int, int]:
+    """(width, height) from the header of image file bytes, without decoding the pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{name}: not an image (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{name}: cannot decode image ({_one_line(exc)})") from None
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(path, img.size)
+            with Image.open(source) as img:
+                _check_size(name, img.size, max_pixels)
                 img.load()
                 rgb = _to_rgb(ImageOps.exif_transpose(img))
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
+        raise ImageReadError(f"{name}: file not found") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (or an unsupported format)") from None
+        raise ImageReadError(f"{name}: not an image (or an unsupported format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(f"{path}: image too large (over {MAX_PIXELS:,} pixels)") from None
+        raise ImageReadError(f"{name}: image too large (over {max_pixels:,} pixels)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: cannot decode image ({_one_line(exc)})") from None
+        raise ImageReadError(f"{name}: cannot decode image ({_one_line(exc)})") from None
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
-def _check_size(path: Path, size: tuple[int, int]) -> None:
+def _check_size(name: str, size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> None:
     width, height = size
-    if width * height > MAX_PIXELS:
-        raise ImageReadError(f"{path}: image too large ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageReadError(f"{name}: image too large ({width}x{height}, over {max_pixels:,} pixels)")
     if width < 1 or height < 1:
-        raise ImageReadError(f"{path}: empty image ({width}x{height})")
+        raise ImageReadError(f"{name}: empty image ({width}x{height})")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

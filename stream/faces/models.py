@@ -26,6 +26,7 @@ __all__ = [
     "ModelChoice",
     "ModelOverrides",
     "Models",
+    "build_detector",
     "build_embedder",
     "build_models",
     "choose_model",
@@ -146,9 +147,7 @@ def model_choice(config: AppConfig, overrides: ModelOverrides | None = None) -> 
 
 
 def build_models(config: AppConfig, overrides: ModelOverrides | None = None) -> Models:
-    from stream.faces.detector import DetectorSettings, MtcnnDetector  # loads torch
-
-    rec, det, overrides = config.recognition, config.detection, overrides or ModelOverrides()
+    rec, overrides = config.recognition, overrides or ModelOverrides()
     if overrides.batch_size is not None and overrides.batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {overrides.batch_size}")
     batch_size = overrides.batch_size or rec.batch_size
@@ -160,7 +159,15 @@ def build_models(config: AppConfig, overrides: ModelOverrides | None = None) -> 
         batch_size=batch_size,
         allow_unsafe_pickle=rec.allow_unsafe_checkpoint,
     )
-    detector = MtcnnDetector(
+    return Models(build_detector(config, overrides), embedder, batch_size)
+
+
+def build_detector(config: AppConfig, overrides: ModelOverrides | None = None) -> FaceDetector:
+    """An MTCNN detector with the config's ``detection`` settings (a few MB of weights: cheap to have two)."""
+    from stream.faces.detector import DetectorSettings, MtcnnDetector  # loads torch
+
+    det, overrides = config.detection, overrides or ModelOverrides()
+    return MtcnnDetector(
         DetectorSettings(
             min_face_px=det.min_face_px,
             thresholds=det.thresholds,
@@ -171,7 +178,6 @@ def build_models(config: AppConfig, overrides: ModelOverrides | None = None) -> 
             device=resolve_device(overrides.device or det.device),
         )
     )
-    return Models(detector, embedder, batch_size)
 
 
 def largest_face_crop(models: Models, path: Path) -> np.ndarray | None:

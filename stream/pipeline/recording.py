@@ -84,21 +84,27 @@ class EventRecorder:
         if self._snapshots is not None:
             self._snapshot_paths[key] = save_snapshot(self._snapshots, key, crop)
 
-    def events(self, events: Sequence[Event]) -> None:
-        """Record events in order; the journal and the store see each batch at once."""
+    def events(self, events: Sequence[Event]) -> list[tuple[Event, Path | None]]:
+        """Record events in order; the journal and the store see each batch at once. Returns each event
+        with its wall-clock time set and its snapshot path (identity events), for live viewers."""
+        recorded: list[tuple[Event, Path | None]] = []
         for event in events:
-            time = event.time if event.time is not None else self.run.started + (event.pts_s or 0.0)
+            event = event.at(self.run.started + (event.pts_s or 0.0))  # keeps a time it has
+            assert event.time is not None
+            snapshot = self._snapshot_of(event)
             record = EventRecord.from_event(
-                event, run_id=self.run.run_id, time=time, pts_s=event.pts_s, snapshot=self._snapshot_of(event)
+                event, run_id=self.run.run_id, time=event.time, pts_s=event.pts_s, snapshot=snapshot
             )
             if self._journal is not None:
                 self._journal.write(record)
             if self._store is not None:
                 self._store.add_events([record])
             if event.track is not None:
-                self._follow(event.track, event, time)
+                self._follow(event.track, event, event.time)
+            recorded.append((event, snapshot))
         if events:
             self.flush()
+        return recorded
 
     def faces(self, faces: Sequence[TrackFace]) -> None:
         """Store the faces of tracks that ended (their ``track_ended`` came first)."""

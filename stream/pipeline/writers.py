@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.closing import close_quietly
+from stream.outputs.live_view import LiveView, StreamCounts
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
 from stream.outputs.overlay import TrackView, draw_overlay
@@ -75,9 +76,13 @@ class OutputWriters:
         video: VideoSettings | None = None,
         recorder: EventRecorder | None = None,
         blur_unknown: bool = False,
+        view: LiveView | None = None,
     ) -> None:
-        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere)."""
+        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere).
+        ``view``: publish the annotated frames (only while watched), the streams' status and the events
+        into it (for the web app)."""
         self.recorder = recorder or EventRecorder(RunRecord.new())
+        self._view = view
         self._paths = paths
         self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
@@ -107,10 +112,13 @@ class OutputWriters:
             self.recorder.snapshot(key, crop)
         self.events(item.events)
         self.faces(item.faces)
-        if self._paths.videos.get(frame.stream_id) is not None or self._display:
+        viewed = self._view is not None and self._view.wants_frame(frame.stream_id)
+        if self._paths.videos.get(frame.stream_id) is not None or self._display or viewed:
             image = annotated_image(item, blur_unknown=self._blur_unknown)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
+            if viewed and self._view is not None:
+                self._view.publish_frame(frame.stream_id, image, frame.wall_time)
         mot_path = self._paths.mot.get(frame.stream_id)
         if mot_path is not None:
             out.mot = out.mot or MotWriter(mot_path)
@@ -123,15 +131,23 @@ class OutputWriters:
         self._sync_metrics(frame.stream_id)
         self._sync_store_metrics()
         self.recorder.tick()
+        if self._view is not None:
+            seen = self._seen.get(frame.stream_id, _Seen())
+            counts = StreamCounts(seen.frames_in, seen.dropped, seen.reconnects, seen.decode_errors)
+            self._view.frame_done(frame.stream_id, counts, frame.wall_time)
         self._progress.update(1)
 
     def events(self, events: Sequence[Event]) -> None:
-        self.recorder.events(events)
+        recorded = self.recorder.events(events)
+        if self._view is not None:
+            self._view.publish_events([(event, None if path is None else path.name) for event, path in recorded])
 
     def faces(self, faces: Sequence[TrackFace]) -> None:
         self.recorder.faces(faces)
 
     def end_stream(self, stream_id: str) -> None:
+        if self._view is not None:
+            self._view.stream_ended(stream_id)
         out = self._streams.get(stream_id)
         if out is not None:  # one stream's broken output must not stop closing the others
             close_quietly(out.video, f"video of {stream_id}", level=logging.ERROR)

@@ -52,3 +52,19 @@ def test_gpu_script_dry_run_on_cpu(shared_data: Path, tmp_path: Path) -> None:
     r = json.loads((tmp_path / "gpu-streams2-last.json").read_text())
     assert r["streams"] == 2 and r["pipeline"]["frames"] == 6 and r["naive"]["frames"] == 3
     assert r["profile"] == "gpu" and r["pipeline"]["settings"]["max_batch"] == 32
+
+
+def test_web_bench_reports_identify_both_ways_and_the_viewer_phases(tmp_path: Path) -> None:
+    out = tmp_path / "web.json"
+    cmd = [sys.executable, "-m", "bench.web", "--phase-seconds", "2", "--rounds", "1", "--identify-calls", "2"]
+    _run([*cmd, "--cli-runs", "1", "--warmup", "3", "--no-save", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["identify_api"]["calls"] == 2 and r["identify_api"]["ms_p50"] > 0
+    api, cli = r["identify_api"]["faces"], r["identify_cli"]["faces"]  # the API answers what the CLI prints
+    assert [f["person"] for f in api] == [f["person"] for f in cli] and len(api) >= 1
+    assert [f["score"] for f in api] == pytest.approx([f["score"] for f in cli], abs=1e-4)
+    assert [p["phase"] for p in r["phases"]] == ["none", "reading", "stalled"]
+    reading = r["phases"][1]
+    assert reading["viewers"] == 3 and reading["published_fps"] > 0 and reading["viewer_mbit_s"] > 0
+    assert r["phases"][0]["published_fps"] == 0  # nobody watching: nothing published
+    assert {"ratio_reading_median", "web_cpu_s_per_s_reading", "fps_none", "fps_reading"} <= set(r["viewer_cost"])

@@ -1,4 +1,4 @@
-"""Imports point one way: run.py → stream.cli → app/commands → pipeline → outputs/identity/sources →
+"""Imports point one way: run.py → stream.cli → web → app/commands → pipeline → outputs/identity/sources →
 faces → types/config/logs/errors → trackers. No cycles, TYPE_CHECKING and function-level imports
 included; the tracker library never imports the app.
 
@@ -17,6 +17,7 @@ from tests.conftest import REPO
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("run", "bench", "scripts"),
     ("stream.cli",),
+    ("stream.web",),
     ("stream.app", "stream.commands"),
     ("stream.pipeline",),
     ("stream.outputs", "stream.identity", "stream.sources", "stream.demo", "stream.store"),
@@ -113,6 +114,16 @@ def test_imports_point_down_the_layers() -> None:
         if layer_of(target) < layer_of(module)
     ]
     assert not upward, "\n".join(upward)
+
+
+def test_the_web_layer_reads_the_pipeline_only_through_the_view() -> None:
+    """stream.web never imports a pipeline stage (stream.pipeline): it reads the LiveView, the stored events
+    and the metrics registry (stream.outputs), and builds the app through stream.app."""
+    graph = import_graph()
+    web = {m: ts for m, ts in graph.items() if m.startswith("stream.web")}
+    assert web, "no stream.web modules found"
+    reaching = sorted(f"{m} imports {t}" for m, ts in web.items() for t in ts if t.startswith("stream.pipeline"))
+    assert not reaching, "\n".join(reaching)
 
 
 def test_trackers_never_import_the_app() -> None:
