@@ -78,7 +78,7 @@ def _compare(url: str, journal: list[dict], outages: list[dict], counters: Any, 
     from stream.store.records import parse_iso_utc
 
     with open_store(url, create=False) as store:
-        stored = sorted(store.events(EventQuery(limit=10_000_000)), key=lambda e: e.id)
+        stored = sorted(store.events(EventQuery(limit=1_000_000)), key=lambda e: e.id)
         tracks, faces = store.tracks(), store.faces()
     mismatches = [
         i
