@@ -23,6 +23,19 @@ RTSP_SKIP = (
 SHARED_DATA = Path(os.environ.get("ADAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With several workers (``make test``: pytest-xdist), make the artifacts every worker reads from the
+    repository once, before they start: FaceNet's converted weights (checkpoints/) and the demo clip
+    and gallery (recordings/.demo). Workers making them at the same time would race."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    from stream.demo import prepare_demo
+    from stream.faces.facenet_convert import ensure_facenet_weights
+
+    ensure_facenet_weights(REPO / "checkpoints")
+    prepare_demo(REPO / "recordings" / ".demo")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real test images and videos (../shared/data), or skip."""

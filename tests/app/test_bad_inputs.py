@@ -429,6 +429,7 @@ def _interrupt_live(tmp_path: Path, url: str, *extra: str) -> tuple[_Proc, int, 
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_unreachable_url_retries_until_interrupted(tmp_path: Path) -> None:
     url = f"rtsp://127.0.0.1:{_free_port()}/x"
     proc, code, seconds, _ = _interrupt_live(tmp_path, url)
@@ -439,6 +440,7 @@ def test_unreachable_url_retries_until_interrupted(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_password_in_url_appears_in_no_output(tmp_path: Path) -> None:
     url = f"rtsp://user:{PASSWORD}@127.0.0.1:{_free_port()}/cam"
     port = _free_port()

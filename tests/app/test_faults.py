@@ -181,6 +181,7 @@ def _write_clip(path: Path, n: int, size: tuple[int, int] = (320, 240), fps: int
 # ---------------------------------------------------------------- 1. stream faults
 
 
+@pytest.mark.serial
 def test_rtsp_server_killed_and_restarted_5_times(
     rtsp_server_available: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -231,6 +232,7 @@ def test_rtsp_server_killed_and_restarted_5_times(
     assert not left, f"threads left behind: {left}"
 
 
+@pytest.mark.serial
 def test_rtsp_server_frozen_then_resumed(rtsp_server_available: None, tmp_path: Path) -> None:
     """(b) SIGSTOP: a stream_down within 10 s (read timeout); SIGCONT: back up."""
     port = _free_port()
@@ -259,6 +261,7 @@ def test_rtsp_server_frozen_then_resumed(rtsp_server_available: None, tmp_path: 
     assert run.summary.reconnects >= 1
 
 
+@pytest.mark.serial
 def test_refused_url_keeps_retrying_while_a_file_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """(c) A refused live URL beside a file: the file gives every frame; the live one retries with
     growing backoff (logged) until the run is stopped — a live stream never ends on its own."""
@@ -376,6 +379,7 @@ def test_events_survive_kill_9(demo: tuple[Path, Path], tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 4. clean shutdown
 
 
+@pytest.mark.serial
 def test_sigterm_finishes_outputs_within_5_s(demo: tuple[Path, Path], tmp_path: Path) -> None:
     clip, gallery = demo
     cfg = tmp_path / "c.yaml"

@@ -23,7 +23,8 @@ from stream.config import parse_config
 from stream.faces.models import ModelOverrides
 from tests.conftest import REPO, SYSTEM_PYTHON, app_config_text, shared_file
 
-pytestmark = pytest.mark.slow  # RTSP server, run.py subprocesses and the real pipeline on live video
+# RTSP server, run.py subprocesses and the real pipeline on live video; reconnect, latency and shutdown bounds
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def _free_port() -> int:

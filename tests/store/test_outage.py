@@ -175,6 +175,7 @@ def test_close_while_down_counts_the_lost_rows_and_reads_raise(
 SECRET = "s3cr3t-Pa55word"
 
 
+@pytest.mark.serial
 def test_unreachable_postgresql_at_open_is_one_masked_line(caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("psycopg")
     port = free_port()  # nothing listens there
@@ -226,6 +227,7 @@ def timed(calls: list[float], fn: Callable[[], Any]) -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_postgresql_stopped_and_restarted_mid_run_loses_nothing(pg_server: PgServer, pg_url: str) -> None:
     """A writer adds rows every 10 ms; the server stops for ~2 s and comes back; every row is stored."""
     settings = StoreSettings(commit_every=5, retry_initial_s=0.2, retry_max_s=1.0)
@@ -260,6 +262,7 @@ def test_postgresql_stopped_and_restarted_mid_run_loses_nothing(pg_server: PgSer
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_frozen_postgresql_never_blocks_a_call_longer_than_the_bound(pg_server: PgServer, pg_url: str) -> None:
     """SIGSTOP: the server keeps the connection open and answers nothing; the write gives up after
     op_timeout_s, and the reconnect attempts after connect_timeout_s (libpq's minimum, 2 s)."""

@@ -29,7 +29,8 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow  # a run.py subprocess with the real models and a headless browser
+# a run.py subprocess with the real models and a headless browser, with time bounds (feed within 20 s)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 BROWSER_SKIP = "browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
