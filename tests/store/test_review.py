@@ -80,8 +80,10 @@ def test_naming_relabels_the_faces_tracks_and_identity_events(store: Store) -> N
 
 def test_not_this_person_unnames_only_what_said_that_person_and_stores_the_example(store: Store) -> None:
     run = _two_tracks(store)
-    alice = [f for f in store.faces() if f.person == "Alice"][0]
-    example = NegativeRecord("impostor", "Alice", alice.model_id, alice.norm, alice.embedding, T0, face_id=alice.face_id)
+    alice = next(f for f in store.faces() if f.person == "Alice")
+    example = NegativeRecord(
+        "impostor", "Alice", alice.model_id, alice.norm, alice.embedding, T0, face_id=alice.face_id
+    )
     counts = store.relabel_faces([alice.face_id], None, source="user", at=T0 + 60, negatives=[example])
     assert counts == RelabelCounts(faces=1, tracks=1, events=2, negatives=1)
     events = {e.kind: e for e in store.events() if e.track_id == 2}
@@ -96,7 +98,7 @@ def test_not_this_person_unnames_only_what_said_that_person_and_stores_the_examp
 
 def test_renaming_a_person_changes_faces_tracks_events_and_examples(store: Store) -> None:
     _two_tracks(store)
-    alice = [f for f in store.faces() if f.person == "Alice"][0]
+    alice = next(f for f in store.faces() if f.person == "Alice")
     store.add_negatives([NegativeRecord("impostor", "Alice", "test-model", 1.0, unit(np.ones(8)), T0)])
     assert store.rename_person("Alice", "Alice B") == RelabelCounts(faces=1, tracks=1, events=2, negatives=1)
     assert store.face(alice.face_id).person == "Alice B"  # type: ignore[union-attr]
@@ -111,7 +113,9 @@ def test_ignoring_pins_and_detaching(store: Store) -> None:
         store.add_face(face(run, i, np.arange(1, 9) + i, T0 + i))
     assert store.flush()
     ids = [f.face_id for f in store.faces()]
-    examples = [NegativeRecord("ignored", None, "test-model", 2.0, unit(np.ones(8)), T0, face_id=ids[2], group_id=ids[2])]
+    examples = [
+        NegativeRecord("ignored", None, "test-model", 2.0, unit(np.ones(8)), T0, face_id=ids[2], group_id=ids[2])
+    ]
     assert store.ignore_faces(ids[2:], ids[2], examples) == 2
     assert store.unignore(ids[2]) == (2, 1) and store.faces(ignored=True) == [] and store.negatives() == []
     assert store.pin_faces(ids[:2], ids[0]) == 2
