@@ -6,19 +6,19 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from stream.closing import close_quietly
 from stream.config import AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
-from stream.identity.gallery import enroll
+from stream.identity.gallery import Gallery, enroll
+from stream.identity.library import Library, gallery_matcher
 from stream.identity.matcher import Matcher
+from stream.identity.slot import GallerySlot
 from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
@@ -94,23 +94,30 @@ def _check_unique(streams: tuple[StreamConfig, ...]) -> None:
 
 
 def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Matcher:
-    """The gallery's matcher; its threshold scales with the gallery size (``stream.identity.thresholds``)."""
+    """The gallery's matcher (no negative examples: see ``build_library``); its threshold scales with the
+    gallery size (``stream.identity.thresholds``)."""
     rec, model_id = config.recognition, models.embedder.model_id
     if not gallery_dir.is_dir():
         log.warning("gallery %s not found: every face will be unknown", gallery_dir)
-        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
+        return gallery_matcher(Gallery(model_id, (), ()), rec)
     gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
     if not gallery.people:
         log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
-        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
-    log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
-    choice = threshold_from_config(model_id, rec, len(gallery.people))
-    log.info("%s", choice.describe())
-    return Matcher.from_gallery(gallery, choice.threshold, rec.min_margin)
+    else:
+        log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
+        log.info("%s", threshold_from_config(model_id, rec, len(gallery.people)).describe())
+    return gallery_matcher(gallery, rec)
 
 
-def _empty_matcher(threshold: float, min_margin: float) -> Matcher:
-    return Matcher((), np.zeros((0, 512), np.float32), threshold, min_margin)
+def build_library(
+    config: AppConfig, gallery_dir: Path, models: Models | Callable[[], Models], model_id: str
+) -> Library:
+    """The run's library (``stream.identity.library``): the gallery folder, the review of stored faces
+    and negative examples, through its own connection to the configured store (none when it is off).
+    ``models``: what it enrols with after the start (the pipeline's own belong to their threads)."""
+    url = configured_store_url(config) if config.outputs.events_sqlite else None
+    store = (lambda: open_store(url)) if url is not None else None
+    return Library(gallery_dir, config, models=models, model_id=model_id, store=store)
 
 
 def build_recogniser(
@@ -121,7 +128,9 @@ def build_recogniser(
     worker: EmbedWorker | None = None,
     observer: LatencyObserver | None = None,
     stop: threading.Event | None = None,
+    gallery: GallerySlot | None = None,
 ) -> Recogniser:
+    """``gallery``: where the library publishes new matchers (None: the matcher stays)."""
     rec = config.recognition
     voting = VotingSettings.from_recognition(
         rec, top_k=rec.keep_top_k, norm_floor=rec.norm_floor, switch_votes=rec.switch_votes
@@ -137,22 +146,27 @@ def build_recogniser(
         worker=worker,
         observer=observer,
         stop=stop,
+        gallery=gallery,
     )
 
 
 @dataclass
 class App:
-    """A built, not yet started, run: the pipeline and the output stage that owns the writers."""
+    """A built, not yet started, run: the pipeline, the output stage that owns the writers, and the
+    library (people, unknowns: what a web page changes while the streams run)."""
 
     pipeline: Pipeline
     writers: OutputWriters
     summary_path: Path | None
+    library: Library | None = None
 
     def run(self) -> RunSummary:
         """Run every stream to its end (or Ctrl-C / a stage error); the summary is written either way."""
         try:
             self.pipeline.run()
         finally:
+            if self.library is not None:
+                self.library.close()
             summary = summarise(self.pipeline.counters, self.pipeline, self.writers)
             if self.summary_path is not None:
                 self.summary_path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +246,11 @@ def _build(
     sources: list[FrameSource],
     store: Store | None,
 ) -> App:
+    injected = models is not None
     models = models or build_models(config, overrides or ModelOverrides())
-    matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
+    own = models if injected else (lambda: build_models(config, overrides or ModelOverrides()))
+    library = build_library(config, gallery_override or config.gallery.dir, own, models.embedder.model_id)
+    matcher = library.load(models)  # enrolled with the pipeline's models, before its threads start
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
     files_only = all(s.effective_mode == "file" for s in streams)
     progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
@@ -255,7 +272,9 @@ def _build(
     off_path = bool(live) if embed_off_path is None else embed_off_path
     worker = EmbedWorker(models.embedder, writers.metrics) if off_path else None
     stop = threading.Event()
-    recogniser = build_recogniser(models, config, matcher, worker=worker, observer=writers.metrics, stop=stop)
+    recogniser = build_recogniser(
+        models, config, matcher, worker=worker, observer=writers.metrics, stop=stop, gallery=library.slot
+    )
     pipeline = Pipeline(
         sources,
         models.detector,
@@ -268,7 +287,7 @@ def _build(
         observer=writers.metrics,
     )
     writers.watch(pipeline)
-    return App(pipeline, writers, options.summary)
+    return App(pipeline, writers, options.summary, library)
 
 
 def run_app(config: AppConfig, options: RunOptions, overrides: ModelOverrides | None = None) -> RunSummary:
