@@ -71,3 +71,41 @@ def test_the_recogniser_takes_a_published_matcher_at_its_next_batch() -> None:
     assert [(e.person, dict(e.extra)["previous"], dict(e.extra)["reason"]) for e in renamed] == [
         ("alice cooper", "alice", "gallery")
     ]
+
+
+def test_a_library_change_reaches_a_track_on_screen(tmp_path) -> None:
+    """The same through the library: photos uploaded, then a rename, while a face is on screen."""
+    from stream.config import AppConfig
+    from stream.faces.models import Models
+    from stream.identity.library import Library
+    from stream.identity.photos import Upload
+    from tests.fakes import LevelEmbedder, OneFaceDetector
+    from tests.identity.test_library import VECTORS, photo
+
+    embedder = LevelEmbedder(VECTORS)
+    (tmp_path / "gallery" / "bob").mkdir(parents=True)
+    (tmp_path / "gallery" / "bob" / "b.png").write_bytes(photo(150))
+    library = Library(tmp_path / "gallery", AppConfig(), models=Models(OneFaceDetector(), embedder, 8))
+    recogniser = Recogniser(
+        embedder,
+        TrackVoter(library.load(), VotingSettings(min_votes=2)),
+        TrackerSettings(min_confirm_s=0.0, min_hits=1),
+        BestShotSettings(max_attempts=100, min_gain=0.0),
+        min_face_px=20,
+        gallery=library.slot,
+    )
+    noise = np.random.default_rng(0).integers(-20, 21, (240, 320, 3))
+    image = np.clip(100 + noise, 0, 255).astype(np.uint8)  # alice's grey level
+
+    def run(frames: range) -> list:
+        out = []
+        for i in frames:
+            item = _frame(i)
+            out += recogniser.process([Detected(Frame("cam", i, 0, i / 25, 0.0, image), item.detections)])
+        return [e for a in out for e in a.events if e.kind in (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED)]
+
+    assert run(range(8)) == []
+    library.add_photos("alice", [Upload("alice.png", photo(100))])
+    assert [(e.kind, e.person) for e in run(range(8, 11))] == [(EventKind.IDENTITY_ASSIGNED, "alice")]
+    library.rename_person("alice", "alice cooper")
+    assert [(e.kind, e.person) for e in run(range(11, 14))] == [(EventKind.IDENTITY_CHANGED, "alice cooper")]
