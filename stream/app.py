@@ -248,6 +248,8 @@ def _build(
 ) -> App:
     injected = models is not None
     models = models or build_models(config, overrides or ModelOverrides())
+    # The library enrols later changes with models of its own (built on the first change): the pipeline's
+    # belong to its threads. Models passed in (tests, benchmarks) are shared instead.
     own = models if injected else (lambda: build_models(config, overrides or ModelOverrides()))
     library = build_library(config, gallery_override or config.gallery.dir, own, models.embedder.model_id)
     matcher = library.load(models)  # enrolled with the pipeline's models, before its threads start

@@ -80,7 +80,8 @@ def format_unknowns(view: UnknownsView, crops: dict[int, Path], as_json: bool) -
         notes.append(f"{view.hidden} faces like an ignored group not shown")
     if view.limited:
         notes.append(f"only the newest {view.faces + view.hidden} unnamed faces were grouped")
-    head = f"{len(view.groups)} groups of unknown faces [{view.model_id}, threshold {view.threshold:.3f}]"
+    groups = f"{len(view.groups)} group{'' if len(view.groups) == 1 else 's'}"
+    head = f"{groups} of unknown faces [{view.model_id}, threshold {view.threshold:.3f}]"
     lines = [head + (f" ({'; '.join(notes)})" if notes else "")]
     if not view.groups:
         return lines[0]
