@@ -30,6 +30,10 @@ the run itself). ``negatives``: negative examples for matching (``kind`` ``impos
 not ``person``; ``ignored``: a template of an ignored group, ``group_id``), their own copy of the
 template, so retention never removes them.
 
+A schema-2 store made before the ``faces`` review columns and the ``negatives`` table existed is
+completed by the first writer that opens it (``completion_statements``: additive, no version change);
+readers leave it as it is.
+
 Indexes: events (time, id), (stream, time), (person, time), (run_id, stream, epoch, track_id); tracks (last_time); faces
 (model_id, last_time), (last_time), (run_id), (run_id, stream, epoch, track_id); negatives (model_id, kind). In PostgreSQL the time indexes sort NULLs first, so both
 orders of ``EventQuery`` (NULL time = oldest) read an index.
@@ -72,6 +76,7 @@ __all__ = [
     "TABLES",
     "Dialect",
     "Statement",
+    "completion_statements",
     "create_statements",
     "decode_vector",
     "encode_vector",
@@ -320,19 +325,49 @@ def create_statements(dialect: Dialect) -> list[str]:
     creates the schema once, inside its schema transaction)."""
     out = []
     for table in TABLES:
-        parts = []
-        for column in table.columns:
-            text = f"{column.name} {dialect.types[column.type]}"
-            if column.type != "id" and not column.null:
-                text += " NOT NULL"
-            if column.default is not None:
-                text += f" DEFAULT {column.default}"
-            parts.append(text)
+        parts = [_column_sql(dialect, column) for column in table.columns]
         parts += table.constraints
         out.append(f"CREATE TABLE {table.name} (\n    " + ",\n    ".join(parts) + "\n)")
-        for name, columns in table.indexes:
-            out.append(f"CREATE INDEX {name} ON {table.name} ({', '.join(dialect.index_column(c) for c in columns)})")
+        out += _index_statements(dialect, table)
     return out
+
+
+def completion_statements(dialect: Dialect, have: dict[str, set[str]]) -> list[str]:
+    """What a schema-2 database made before schema 2 was final lacks (``have``: its tables and their
+    columns): the missing tables, the missing (nullable or defaulted) columns and every index; empty
+    when it is complete. Additive only, so older writers of schema 2 keep working."""
+    out: list[str] = []
+    for table in TABLES:
+        columns = have.get(table.name)
+        if columns is None:
+            parts = [_column_sql(dialect, column) for column in table.columns] + list(table.constraints)
+            out.append(f"CREATE TABLE {table.name} (\n    " + ",\n    ".join(parts) + "\n)")
+            continue
+        out += [
+            f"ALTER TABLE {table.name} ADD COLUMN {_column_sql(dialect, column)}"
+            for column in table.columns
+            if column.name not in columns
+        ]
+    if out:
+        out += [s for table in TABLES for s in _index_statements(dialect, table, if_not_exists=True)]
+    return out
+
+
+def _column_sql(dialect: Dialect, column: Column) -> str:
+    text = f"{column.name} {dialect.types[column.type]}"
+    if column.type != "id" and not column.null:
+        text += " NOT NULL"
+    if column.default is not None:
+        text += f" DEFAULT {column.default}"
+    return text
+
+
+def _index_statements(dialect: Dialect, table: Table, if_not_exists: bool = False) -> list[str]:
+    maybe = "IF NOT EXISTS " if if_not_exists else ""
+    return [
+        f"CREATE INDEX {maybe}{name} ON {table.name} ({', '.join(dialect.index_column(c) for c in columns)})"
+        for name, columns in table.indexes
+    ]
 
 
 # ---------------------------------------------------------------- vectors

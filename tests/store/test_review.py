@@ -161,3 +161,33 @@ def test_the_output_stage_stores_the_face_size_and_the_crop_blur(tmp_path: Path)
     from stream.identity.quality import blur_score
 
     assert row.face_px == 57.5 and row.blur == pytest.approx(blur_score(crop))
+
+
+def test_a_store_made_before_schema_2_was_final_is_completed_by_a_writer(store_url: str) -> None:
+    """A schema-2 store without the faces' size, blur and review columns and the negatives table (as
+    written before they existed): a reader leaves it alone; a writer adds them, keeping every row."""
+    from tests.store.test_store import _execute, columns
+
+    with open_store(store_url) as s:
+        _two_tracks(s)
+    for column in ("face_px", "blur", "ignored", "pin", "detached", "label_source"):
+        _execute(store_url, f"ALTER TABLE faces DROP COLUMN {column}")
+    _execute(store_url, "DROP TABLE negatives")
+    assert "face_px" not in [c for c, _ in columns(store_url, "faces")]
+    with open_store(store_url, create=False) as reader:
+        assert len(reader.events()) == 6
+    assert "face_px" not in [c for c, _ in columns(store_url, "faces")]
+    with open_store(store_url) as writer:
+        assert [f.face_px for f in writer.faces()] == [None, None] and writer.negatives() == []
+        run = run_record()
+        writer.begin_run(run)
+        writer.add_face(face(run, 9, np.ones(8), T0, face_px=50.0, blur=99.0))
+        assert writer.flush() and writer.faces()[-1].face_px == 50.0
+    assert [c for c, _ in columns(store_url, "faces")][-6:] == [
+        "face_px",
+        "blur",
+        "ignored",
+        "pin",
+        "detached",
+        "label_source",
+    ]
