@@ -755,7 +755,10 @@ class Library:
             example = NegativeRecord(
                 "impostor", event.person, face.model_id, face.norm, face.embedding, self._clock(), face_id=face.face_id
             )
-            if face.person == event.person:
+            marked = store.negatives(face.model_id, kind="impostor", person=event.person)
+            if any(row.face_id == face.face_id for row in marked) and face.person != event.person:
+                counts = RelabelCounts()  # marked before: nothing more to do
+            elif face.person == event.person:
                 counts = store.relabel_faces([face.face_id], None, source="user", at=self._clock(), negatives=[example])
             else:
                 counts = RelabelCounts(negatives=store.add_negatives([example]))

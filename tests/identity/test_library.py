@@ -371,6 +371,9 @@ def test_not_this_person_keeps_an_impostor_example_and_unnames_the_track(gallery
         assert library.matcher.identify(VECTORS[LEVELS["dave"]][None])[0][1].person is None
         assert library.matcher.identify(VECTORS[LEVELS["alice"]][None])[0][1].person == "alice"
         assert {t.person for t in store.tracks(run.run_id)} == {None}
+        with pytest.raises(BadInput, match="names nobody"):  # twice: the event says unknown now
+            library.not_this_person(events["identity_assigned"].id)
+        assert len(store.negatives()) == 1
 
 
 def test_rematch_relabels_the_past_against_the_current_gallery(reviewed: tuple[Library, Store]) -> None:
