@@ -6,11 +6,9 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from stream.closing import close_quietly
 from stream.config import AppConfig, OutputsConfig, StreamConfig
@@ -18,7 +16,9 @@ from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
 from stream.identity.gallery import Gallery, enroll
+from stream.identity.library import Library, gallery_matcher
 from stream.identity.matcher import Matcher
+from stream.identity.slot import GallerySlot
 from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
@@ -114,34 +114,30 @@ def _check_unique(streams: tuple[StreamConfig, ...]) -> None:
 
 
 def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Matcher:
-    """The gallery's matcher; its threshold scales with the gallery size (``stream.identity.thresholds``)."""
-    return matcher_for(models, config, enroll_gallery(models, config, gallery_dir))
-
-
-def enroll_gallery(models: Models, config: AppConfig, gallery_dir: Path) -> Gallery | None:
-    """The enrolled gallery (cached per model), or None (with a warning) when nobody is in it."""
+    """The gallery's matcher (no negative examples: see ``build_library``); its threshold scales with the
+    gallery size (``stream.identity.thresholds``)."""
+    rec, model_id = config.recognition, models.embedder.model_id
     if not gallery_dir.is_dir():
         log.warning("gallery %s not found: every face will be unknown", gallery_dir)
-        return None
+        return gallery_matcher(Gallery(model_id, (), ()), rec)
     gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
     if not gallery.people:
         log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
-        return None
-    log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
-    return gallery
+    else:
+        log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
+        log.info("%s", threshold_from_config(model_id, rec, len(gallery.people)).describe())
+    return gallery_matcher(gallery, rec)
 
 
-def matcher_for(models: Models, config: AppConfig, gallery: Gallery | None) -> Matcher:
-    rec, model_id = config.recognition, models.embedder.model_id
-    if gallery is None:
-        return _empty_matcher(threshold_from_config(model_id, rec, 1).threshold, rec.min_margin)
-    choice = threshold_from_config(model_id, rec, len(gallery.people))
-    log.info("%s", choice.describe())
-    return Matcher.from_gallery(gallery, choice.threshold, rec.min_margin)
-
-
-def _empty_matcher(threshold: float, min_margin: float) -> Matcher:
-    return Matcher((), np.zeros((0, 512), np.float32), threshold, min_margin)
+def build_library(
+    config: AppConfig, gallery_dir: Path, models: Models | Callable[[], Models], model_id: str
+) -> Library:
+    """The run's library (``stream.identity.library``): the gallery folder, the review of stored faces
+    and negative examples, through its own connection to the configured store (none when it is off).
+    ``models``: what it enrols with after the start (the pipeline's own belong to their threads)."""
+    url = configured_store_url(config) if config.outputs.events_sqlite else None
+    store = (lambda: open_store(url)) if url is not None else None
+    return Library(gallery_dir, config, models=models, model_id=model_id, store=store)
 
 
 def build_recogniser(
@@ -152,7 +148,9 @@ def build_recogniser(
     worker: EmbedWorker | None = None,
     observer: LatencyObserver | None = None,
     stop: threading.Event | None = None,
+    gallery: GallerySlot | None = None,
 ) -> Recogniser:
+    """``gallery``: where the library publishes new matchers (None: the matcher stays)."""
     rec = config.recognition
     voting = VotingSettings.from_recognition(
         rec, top_k=rec.keep_top_k, norm_floor=rec.norm_floor, switch_votes=rec.switch_votes
@@ -168,25 +166,35 @@ def build_recogniser(
         worker=worker,
         observer=observer,
         stop=stop,
+        gallery=gallery,
     )
 
 
 @dataclass
 class App:
-    """A built, not yet started, run: the pipeline and the output stage that owns the writers; the
-    models and the enrolled gallery (None: nobody) it uses, for still-image tools beside it (the web app)."""
+    """A built, not yet started, run: the pipeline, the output stage that owns the writers, the models
+    (for still-image tools beside it: the web app) and the library (people, unknowns: what a web page
+    changes while the streams run)."""
 
     pipeline: Pipeline
     writers: OutputWriters
     summary_path: Path | None
     models: Models | None = None
-    gallery: Gallery | None = None
+    library: Library | None = None
+
+    @property
+    def gallery(self) -> Gallery | None:
+        """The library's enrolled gallery now, when anybody is in it."""
+        gallery = None if self.library is None else self.library.gallery
+        return gallery if gallery is not None and gallery.people else None
 
     def run(self) -> RunSummary:
         """Run every stream to its end (or Ctrl-C / a stage error); the summary is written either way."""
         try:
             self.pipeline.run()
         finally:
+            if self.library is not None:
+                self.library.close()
             summary = summarise(self.pipeline.counters, self.pipeline, self.writers)
             if self.summary_path is not None:
                 self.summary_path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +261,9 @@ def build_app(
     opened = _Opened(streams, [open_source(spec) for spec in streams], paths, gallery_override, view)
     opened.store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
     try:
-        return _wire(config, options, opened, models or build_models(config, overrides or ModelOverrides()), embed_off_path)
+        built = models or build_models(config, overrides or ModelOverrides())
+        own: Models | Callable[[], Models] = models or (lambda: build_models(config, overrides or ModelOverrides()))
+        return _wire(config, options, opened, built, embed_off_path, own)
     except BaseException:
         close_quietly(opened.store, "event store", level=logging.WARNING)
         raise
@@ -271,9 +281,19 @@ class _Opened:
     store: Store | None = None
 
 
-def _wire(config: AppConfig, options: RunOptions, opened: _Opened, models: Models, embed_off_path: bool | None) -> App:
-    gallery = enroll_gallery(models, config, opened.gallery_override or config.gallery.dir)
-    matcher = matcher_for(models, config, gallery)
+def _wire(
+    config: AppConfig,
+    options: RunOptions,
+    opened: _Opened,
+    models: Models,
+    embed_off_path: bool | None,
+    library_models: Models | Callable[[], Models],
+) -> App:
+    """``library_models``: what the library enrols later changes with (models of its own, built on the
+    first change: the pipeline's belong to its threads; models passed in by tests are shared)."""
+    gallery_dir = opened.gallery_override or config.gallery.dir
+    library = build_library(config, gallery_dir, library_models, models.embedder.model_id)
+    matcher = library.load(models)  # enrolled with the pipeline's models, before its threads start
     streams, paths = opened.streams, opened.paths
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in opened.sources}
     files_only = all(s.effective_mode == "file" for s in streams)
@@ -295,7 +315,9 @@ def _wire(config: AppConfig, options: RunOptions, opened: _Opened, models: Model
     off_path = bool(live) if embed_off_path is None else embed_off_path
     worker = EmbedWorker(models.embedder, writers.metrics) if off_path else None
     stop = threading.Event()
-    recogniser = build_recogniser(models, config, matcher, worker=worker, observer=writers.metrics, stop=stop)
+    recogniser = build_recogniser(
+        models, config, matcher, worker=worker, observer=writers.metrics, stop=stop, gallery=library.slot
+    )
     pipeline = Pipeline(
         opened.sources,
         models.detector,
@@ -308,7 +330,7 @@ def _wire(config: AppConfig, options: RunOptions, opened: _Opened, models: Model
         observer=writers.metrics,
     )
     writers.watch(pipeline)
-    return App(pipeline, writers, options.summary, models, gallery)
+    return App(pipeline, writers, options.summary, models, library)
 
 
 def run_app(config: AppConfig, options: RunOptions, overrides: ModelOverrides | None = None) -> RunSummary:

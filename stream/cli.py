@@ -25,6 +25,7 @@ from stream.logs import mask_secrets, setup_logging
 
 if TYPE_CHECKING:
     from stream.faces.models import Models
+    from stream.identity.library import Library
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_CONFIG = Path("config.yaml")
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_command(sub, name)
     _add_events(sub)
     _add_model_command(sub, "search")
+    _add_review(sub)
     return parser
 
 
@@ -120,6 +122,17 @@ def _add_events(sub: argparse._SubParsersAction) -> None:
     p = add_parser(sub)
     _config_option(p)
     p.set_defaults(handler=cmd_events)
+
+
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    """unknowns, name, not-this, rematch: the library's review of stored faces."""
+    from stream.commands.models import add_model_options
+    from stream.commands.review import add_parsers
+
+    for name, p in add_parsers(sub).items():
+        _config_option(p)
+        add_model_options(p)
+        p.set_defaults(handler=_REVIEW[name])
 
 
 def _add_model_command(sub: argparse._SubParsersAction, name: str) -> None:
@@ -338,6 +351,81 @@ def cmd_search(args: argparse.Namespace) -> int:
     if text:
         print(text)
     return EXIT_OK
+
+
+def _review_library(args: argparse.Namespace) -> Library:
+    from stream.commands.review import review_library
+
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    return review_library(config, lambda: _build_models(config, args), args.gallery, args.db)
+
+
+def _since(args: argparse.Namespace) -> float | None:
+    import time
+
+    from stream.commands.events import parse_time
+
+    return None if args.since is None else parse_time(args.since, time.time(), option="--since")
+
+
+def cmd_unknowns(args: argparse.Namespace) -> int:
+    from stream.commands.review import format_unknowns, write_crops
+
+    since = _since(args)
+    library = _review_library(args)
+    try:
+        view = library.unknowns(since)
+        crops = write_crops(library, view, args.crops or read_config(args.config).outputs.dir / "unknowns")
+    finally:
+        library.close()
+    print(format_unknowns(view, crops, args.json))
+    return EXIT_OK
+
+
+def cmd_name(args: argparse.Namespace) -> int:
+    from stream.commands.review import format_naming
+
+    library = _review_library(args)
+    try:
+        naming = library.name_group(args.group, args.person)
+    finally:
+        library.close()
+    print(format_naming(naming, args.json))
+    return EXIT_OK
+
+
+def cmd_not_this(args: argparse.Namespace) -> int:
+    from stream.commands.review import format_correction
+
+    library = _review_library(args)
+    try:
+        correction = library.not_this_person(args.event)
+    finally:
+        library.close()
+    print(format_correction(correction, args.json))
+    return EXIT_OK
+
+
+def cmd_rematch(args: argparse.Namespace) -> int:
+    from stream.commands.review import format_rematch
+
+    since = _since(args)
+    library = _review_library(args)
+    try:
+        report = library.rematch(since, apply=not args.dry_run)
+    finally:
+        library.close()
+    print(format_rematch(report, args.json))
+    return EXIT_OK
+
+
+_REVIEW: dict[str, Command] = {
+    "unknowns": cmd_unknowns,
+    "name": cmd_name,
+    "not-this": cmd_not_this,
+    "rematch": cmd_rematch,
+}
 
 
 _HANDLERS: dict[str, Command] = {

@@ -170,10 +170,16 @@ class Embedding:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Top-k gallery candidates for one embedding, best first, and the best-to-second margin."""
+    """Top-k gallery candidates for one embedding, best first, and the best-to-second margin.
+
+    ``veto``: the highest cosine of the embedding to a negative example that counts against the best
+    candidate (an impostor example of that person, or an ignored face); None when there is none. The
+    best candidate can be named only when its score beats it (``Matcher.decide``).
+    """
 
     candidates: tuple[tuple[str, float], ...]
     margin: float
+    veto: float | None = None
 
     def __post_init__(self) -> None:
         _set(self, "candidates", tuple((str(p), float(s)) for p, s in self.candidates))
@@ -182,6 +188,9 @@ class Match:
         _require(
             math.isfinite(self.margin) and self.margin >= 0, f"Match.margin: must be finite and >= 0, got {self.margin}"
         )
+        if self.veto is not None:
+            _set(self, "veto", float(self.veto))
+            _require(math.isfinite(self.veto), f"Match.veto: must be finite or None, got {self.veto}")
 
     @property
     def best(self) -> tuple[str, float] | None:

@@ -29,7 +29,16 @@ import numpy as np
 
 from stream.identity.quality import FaceMeasure
 
-__all__ = ["CACHE_DIR", "FileKey", "ImageRecord", "cache_path", "file_key", "load_records", "save_records"]
+__all__ = [
+    "CACHE_DIR",
+    "FileKey",
+    "ImageRecord",
+    "cache_path",
+    "file_key",
+    "load_records",
+    "rename_folder",
+    "save_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +98,7 @@ def file_key(root: Path, rel: str) -> FileKey:
 
 def save_records(path: Path, signature: str, records: Iterable[ImageRecord]) -> bool:
     """Write the cache atomically; on an OS error log a warning and return False."""
-    arrays = _to_arrays(signature, list(records))
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, allow_pickle=False, **arrays)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private; a cache is as readable as the photos
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        log.warning("%s: cannot write the enrollment cache (%s); continuing without it", path, exc.strerror or exc)
-        return False
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return True
+    return _write_arrays(path, _to_arrays(signature, list(records)))
 
 
 def _to_arrays(signature: str, records: list[ImageRecord]) -> dict[str, np.ndarray]:
@@ -135,6 +128,47 @@ def _to_arrays(signature: str, records: list[ImageRecord]) -> dict[str, np.ndarr
         "vectors": vectors,
         "norms": np.array([r.norm for r in records], np.float32),
     }
+
+
+def rename_folder(gallery_dir: Path, old: str, new: str) -> int:
+    """After ``<gallery>/<old>`` was renamed to ``<new>``: point every model's cache records of its photos
+    at the new paths (content, size and mtime are unchanged, so nothing needs embedding again). An
+    unreadable cache is left alone (it will be rebuilt); returns the records moved."""
+    moved = 0
+    folder = gallery_dir / CACHE_DIR
+    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        try:
+            arrays = _read_arrays(path)
+        except _BadCache:
+            continue
+        files = [str(f) for f in arrays["files"]]
+        renamed = [f"{new}/{f[len(old) + 1 :]}" if f.startswith(f"{old}/") else f for f in files]
+        changed = sum(a != b for a, b in zip(files, renamed, strict=True))
+        if not changed:
+            continue
+        arrays["files"] = np.array(renamed, dtype=str)
+        if _write_arrays(path, arrays):
+            moved += changed
+    return moved
+
+
+def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, allow_pickle=False, **arrays)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private; a cache is as readable as the photos
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        log.warning("%s: cannot write the enrollment cache (%s); continuing without it", path, exc.strerror or exc)
+        return False
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return True
 
 
 # ------------------------------------------------------------------ loading

@@ -13,9 +13,10 @@ or changed photos; gates, outliers and templates are recomputed from the records
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +84,14 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Gallery:
-    """Enrolled people (sorted by name) for one model, and everything that was rejected."""
+    """Enrolled people (sorted by name) for one model, and everything that was rejected.
+
+    ``measures``: what the gates measured of each photo with a face (relative path → its largest face)."""
 
     model_id: str
     people: tuple[PersonEntry, ...]
     rejections: tuple[Rejection, ...]
+    measures: Mapping[str, FaceMeasure] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "people", tuple(self.people))
@@ -150,7 +154,8 @@ def enroll(
         entry, rejected = _enroll_person(folder, records, gates, threshold)
         people += [entry] if entry is not None else []
         rejections += rejected
-    return Gallery(models.embedder.model_id, tuple(people), tuple(rejections))
+    measures = {rel: r.measure for rel, r in records.items() if r.measure is not None}
+    return Gallery(models.embedder.model_id, tuple(people), tuple(rejections), measures)
 
 
 def _scan(gallery_dir: Path) -> list[_Folder]:

@@ -17,6 +17,16 @@ and a tie at the top has margin 0: unknown whenever ``min_margin > 0``.
 **Decision.** A face is named only when ``best >= threshold`` and ``margin >= min_margin``;
 otherwise it is unknown (``Identity.person is None``). Ties in score are ordered by gallery
 order (the earlier person first), so results repeat run to run.
+
+**Negative examples** (``Negatives``): templates of faces that are *not* a given person (a
+person said "not this person" about a wrong match: an impostor example of that person) or that
+are nobody to name (an ignored group of unknown faces: they count against everybody). The best
+candidate P is named only when the query is closer to P's template than to every negative
+example that counts against P: ``best > veto`` where ``veto`` = the highest cosine of the query
+to P's impostor examples and to the ignored examples (``Match.veto``). A look-alike that was
+once wrongly named P is closer to its own stored template than to P's, so it stays unknown,
+while P, closer to P's template than to the look-alike's, is still named. The veto never names
+anybody else: a vetoed face is unknown. Examples of people not in the gallery are left out.
 """
 
 from __future__ import annotations
@@ -57,6 +67,36 @@ class GalleryLike(Protocol):
 
 
 @dataclass(frozen=True)
+class Negatives:
+    """Negative examples: unit rows (N, D); ``persons[i]`` is the person row i must not be named, or
+    None when it must not be named anybody (an ignored face)."""
+
+    persons: tuple[str | None, ...]
+    vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "persons", tuple(self.persons))
+        bad = [p for p in self.persons if p is not None and (not isinstance(p, str) or not p)]
+        if bad:
+            raise ValueError(f"Negatives.persons: a name must be a non-empty string or None, got {bad[0]!r}")
+        vectors = np.asarray(self.vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(self.persons):
+            raise ValueError(
+                f"Negatives.vectors: expected one row per person ({len(self.persons)}), got shape {vectors.shape}"
+            )
+        if len(self.persons):
+            vectors = _check_rows("Negatives.vectors", vectors)
+        object.__setattr__(self, "vectors", vectors)
+
+    @classmethod
+    def none(cls) -> Negatives:
+        return cls((), np.zeros((0, 0), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.persons)
+
+
+@dataclass(frozen=True)
 class _Scored:
     """Top candidates of a batch: (Q, K) person indices and scores, best first; (Q,) margins."""
 
@@ -84,10 +124,12 @@ class Matcher:
         top_k: int = 3,
         *,
         counts: Sequence[int] | np.ndarray | None = None,
+        negatives: Negatives | None = None,
     ) -> None:
         self.names: tuple[str, ...] = _check_names(names)
         self.vectors: np.ndarray = _check_rows("templates", templates)
         self._starts = _check_counts(counts, len(self.names), self.vectors.shape[0])
+        self.negatives, self._owners = _check_negatives(negatives, self.names, self.dim)
         self.threshold = _check_range("threshold", threshold, -1.0, 1.0)
         self.min_margin = _check_range("min_margin", min_margin, 0.0, 2.0)
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
@@ -102,14 +144,16 @@ class Matcher:
         min_margin: float,
         top_k: int = 3,
         per_image: bool = False,
+        negatives: Negatives | None = None,
     ) -> Matcher:
         """Match against the fused templates, or with ``per_image`` against every enrolled image."""
         if not per_image:
-            return cls(gallery.names, gallery.templates, threshold, min_margin, top_k)
+            return cls(gallery.names, gallery.templates, threshold, min_margin, top_k, negatives=negatives)
         blocks = [np.asarray(p.vectors, np.float32) for p in gallery.people]
         dim = int(np.asarray(gallery.templates).shape[-1])
         rows = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
-        return cls(gallery.names, rows, threshold, min_margin, top_k, counts=[b.shape[0] for b in blocks])
+        counts = [b.shape[0] for b in blocks]
+        return cls(gallery.names, rows, threshold, min_margin, top_k, counts=counts, negatives=negatives)
 
     @property
     def dim(self) -> int:
@@ -128,16 +172,18 @@ class Matcher:
         return np.clip(rows, -1.0, 1.0, out=rows)
 
     def match(self, queries: np.ndarray) -> list[Match]:
-        """The top-k persons (best first) and margin of each query row."""
+        """The top-k persons (best first), margin and veto of each query row."""
         scored = _top(self.scores(queries), self.top_k)
         k = min(self.top_k, len(self.names))
+        best = scored.index[:, 0] if scored.index.shape[1] else np.full(len(scored.index), -1, np.intp)
+        vetoes = self._vetoes(queries, best)
         return [
-            Match(tuple(zip((self.names[j] for j in idx[:k]), sc[:k].tolist(), strict=True)), float(m))
-            for idx, sc, m in zip(scored.index, scored.score, scored.margin, strict=True)
+            Match(tuple(zip((self.names[j] for j in idx[:k]), sc[:k].tolist(), strict=True)), float(m), veto)
+            for idx, sc, m, veto in zip(scored.index, scored.score, scored.margin, vetoes, strict=True)
         ]
 
     def decide(self, match: Match) -> Identity:
-        """Person when best >= threshold and margin >= min_margin; else unknown.
+        """Person when best >= threshold, margin >= min_margin and best > veto; else unknown.
 
         ``confidence`` is the best cosine (also for unknown faces: how close the nearest person
         came); ``votes`` is 1 for a named single observation, 0 for unknown.
@@ -146,9 +192,33 @@ class Matcher:
         if best is None:
             return Identity(None, -1.0, 0)
         person, score = best
-        if score >= self.threshold and match.margin >= self.min_margin:
+        allowed = match.veto is None or score > match.veto
+        if score >= self.threshold and match.margin >= self.min_margin and allowed:
             return Identity(person, score, 1)
         return Identity(None, score, 0)
+
+    def allows(self, query: np.ndarray, person: str) -> bool:
+        """Whether ``person`` is in the gallery and ``query`` (D,) is closer to their template than to
+        every negative example that counts against them (threshold and margin aside)."""
+        if person not in self.names:
+            return False
+        j = self.names.index(person)
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        score = float(self.scores(q)[0, j])
+        veto = self._vetoes(q, np.array([j], np.intp))[0]
+        return veto is None or score > veto
+
+    def _vetoes(self, queries: np.ndarray, best: np.ndarray) -> list[float | None]:
+        """Per query: the highest cosine to the negatives counting against its best candidate ``best[i]``
+        (an index into ``names``, -1: none), or None when none counts."""
+        if not len(self.negatives) or not len(best):
+            return [None] * len(best)
+        q = _check_rows("queries", queries, dim=self.dim)
+        scores = np.clip(q @ self.negatives.vectors.T, -1.0, 1.0)
+        counts = (self._owners[None, :] == best[:, None]) | (self._owners[None, :] == _EVERYBODY)
+        counts &= (best >= 0)[:, None]
+        top = np.where(counts, scores, -np.inf).max(axis=1)
+        return [float(v) if np.isfinite(v) else None for v in top]
 
     def identify(self, queries: np.ndarray) -> list[tuple[Match, Identity]]:
         """``match`` then ``decide`` for each query row."""
@@ -218,6 +288,25 @@ def _check_counts(counts: Sequence[int] | np.ndarray | None, persons: int, rows:
     if int(c.sum()) != rows:
         raise ValueError(f"counts: sum to {int(c.sum())}, but templates has {rows} rows")
     return np.concatenate([[0], np.cumsum(c)[:-1]]).astype(np.intp)
+
+
+_EVERYBODY = -1  # owner index of a negative example that counts against every person
+
+
+def _check_negatives(negatives: Negatives | None, names: tuple[str, ...], dim: int) -> tuple[Negatives, np.ndarray]:
+    """The examples that matter (those of people in the gallery, and those against everybody) and
+    each one's owner: its person's index in ``names``, or ``_EVERYBODY``."""
+    if negatives is None or not len(negatives):
+        return Negatives.none(), np.zeros(0, np.intp)
+    if negatives.vectors.shape[1] != dim:
+        raise ValueError(f"negatives: expected dimension {dim} (the gallery's), got {negatives.vectors.shape[1]}")
+    index = {name: i for i, name in enumerate(names)}
+    keep = [i for i, p in enumerate(negatives.persons) if p is None or p in index]
+    persons = tuple(negatives.persons[i] for i in keep)
+    owners = np.array([_EVERYBODY if p is None else index[p] for p in persons], np.intp)
+    if not keep:
+        return Negatives.none(), owners
+    return Negatives(persons, negatives.vectors[keep]), owners
 
 
 def _check_range(field: str, value: float, low: float, high: float) -> float:

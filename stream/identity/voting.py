@@ -35,12 +35,24 @@ narrower range, so the floor is off (0.0) by default and must be calibrated per 
 
 So a single frame of someone else can never rename a track: even with a huge norm it is one vote,
 below ``min_votes >= 2``.
+
+**A new gallery** (``set_matcher``: the library changed, see ``stream.identity.library``): every kept
+embedding votes again against the new matcher, and each track is re-decided at its next update
+(even one whose embedding does not make the top-k cut), without hysteresis, since the evidence did
+not change, the gallery did:
+
+- unnamed track: the usual rule (a person who qualifies names it → ``IDENTITY_ASSIGNED``);
+- named track, another person qualifies (the person was renamed, or photos of the right person were
+  added) → ``IDENTITY_CHANGED`` at once (extra ``previous``, ``votes``, ``reason: "gallery"``);
+- named track, nobody qualifies: the name stays if the person is still in the gallery and the
+  track's template is not vetoed for them ("not this person", an ignored group); otherwise the track
+  is un-named → ``IDENTITY_CHANGED`` with person None (extra ``previous``, ``reason: "gallery"``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -109,6 +121,7 @@ class _TrackState:
     challenger: str | None = None
     streak: int = 0
     stranger: str | None = None  # the run's unknown-N label while the track is unknown
+    regallery: bool = False  # the gallery changed since the last update: re-decide at the next one
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +153,33 @@ class TrackVoter:
         self.strangers = strangers
         self._tracks: dict[TrackKey, _TrackState] = {}
 
+    def set_matcher(self, matcher: Matcher) -> None:
+        """Use a new gallery's matcher from now on: kept embeddings vote again against it, and every
+        track is re-decided at its next update (module notes). The same matcher again is a no-op."""
+        if matcher is self.matcher:
+            return
+        self.matcher = matcher
+        for state in self._tracks.values():
+            state.kept = [replace(k, vote=self._vote(k.embedding)) for k in state.kept]
+            state.regallery = True
+
     def add(self, track: TrackKey, embedding: Embedding, t: float) -> list[Event]:
         """Take one embedding of ``track``; the identity events it causes (usually none)."""
-        if embedding.norm < self.settings.norm_floor or (len(self.matcher) == 0 and self.strangers is None):
+        state = self._tracks.get(track)
+        regallery = state is not None and state.regallery and state.person is not None
+        if embedding.norm < self.settings.norm_floor or (
+            len(self.matcher) == 0 and self.strangers is None and not regallery
+        ):
             return []
         state = self._tracks.setdefault(track, _TrackState())
-        if not self._keep(state, embedding, t):
+        if not self._keep(state, embedding, t) and not state.regallery:
             return []
         template, weight = self._template(state)
         events: list[Event] = []
-        if len(self.matcher):
+        if state.regallery:
+            state.regallery = False
+            events = self._redecide(track, state, template, t)
+        elif len(self.matcher):
             evidence = self._evidence(state, template)
             if state.person is None:
                 events = self._maybe_assign(track, state, evidence, t)
@@ -195,14 +225,19 @@ class TrackVoter:
         if self.settings.max_age_s is not None:
             state.kept = [k for k in state.kept if t - k.t <= self.settings.max_age_s]
         aged_out = len(state.kept) < before
-        vote = self.matcher.decide(self.matcher.match(embedding.vector[None, :])[0]).person if len(self.matcher) else None
-        state.kept.append(_Kept(embedding, state.arrivals, float(t), vote))
+        state.kept.append(_Kept(embedding, state.arrivals, float(t), self._vote(embedding)))
         state.arrivals += 1
         state.kept.sort(key=lambda k: (-k.embedding.norm, -k.arrival))
         if len(state.kept) <= self.settings.top_k:
             return True
         dropped = state.kept.pop()
         return aged_out or dropped.arrival != state.arrivals - 1
+
+    def _vote(self, embedding: Embedding) -> str | None:
+        """One embedding's own decision."""
+        if not len(self.matcher):
+            return None
+        return self.matcher.decide(self.matcher.match(embedding.vector[None, :])[0]).person
 
     @staticmethod
     def _template(state: _TrackState) -> tuple[np.ndarray, float]:
@@ -276,6 +311,37 @@ class TrackVoter:
             return []
         self._name(state, ev.decision, ev)
         return [self._event(EventKind.IDENTITY_CHANGED, track, state, t, (("previous", current),))]
+
+    def _redecide(self, track: TrackKey, state: _TrackState, template: np.ndarray, t: float) -> list[Event]:
+        """The first update after a gallery change (module notes)."""
+        state.challenger, state.streak = None, 0
+        current = state.person
+        evidence = self._evidence(state, template) if len(self.matcher) else None
+        if current is None:
+            return [] if evidence is None else self._maybe_assign(track, state, evidence, t)
+        if evidence is not None and evidence.qualifies(evidence.decision, self.settings.min_votes):
+            person = evidence.decision
+            assert person is not None
+            self._name(state, person, evidence)
+            if person == current:
+                return []
+            extra: tuple[tuple[str, object], ...] = (("previous", current), ("reason", "gallery"))
+            return [self._event(EventKind.IDENTITY_CHANGED, track, state, t, extra)]
+        if len(self.matcher) and self.matcher.allows(template, current):
+            state.confidence = evidence.scores.get(current, -1.0) if evidence is not None else -1.0
+            return []  # still a fair name: sticky, as ever
+        state.person, state.votes = None, 0
+        state.confidence = evidence.best_score if evidence is not None else -1.0
+        return [
+            Event.of_track(
+                float(t),
+                EventKind.IDENTITY_CHANGED,
+                track,
+                None,
+                state.confidence,
+                (("previous", current), ("reason", "gallery")),
+            )
+        ]
 
     def _name(self, state: _TrackState, person: str, ev: _Evidence) -> None:
         state.person = person

@@ -24,6 +24,7 @@ import numpy as np
 from stream.faces.align import warp_to_template
 from stream.faces.embedder import Embedder, crop_for
 from stream.identity.bestshot import BestShotSelector, BestShotSettings, crop_quality
+from stream.identity.slot import GallerySlot
 from stream.identity.voting import TrackVoter
 from stream.pipeline.embedding import Embedded, EmbedWorker, LatencyObserver, embed_crops
 from stream.pipeline.messages import Annotated, Detected, TrackFace, TrackLabel
@@ -66,9 +67,12 @@ class Recogniser:
         worker: EmbedWorker | None = None,
         observer: LatencyObserver | None = None,
         stop: threading.Event | None = None,
+        gallery: GallerySlot | None = None,
     ) -> None:
         """``worker``: embed off the frame path (live streams); ``stop``: the pipeline's stop event
-        (to hand batches to the worker); ``observer``: where the ``track`` and ``embed`` stage timings go."""
+        (to hand batches to the worker); ``observer``: where the ``track`` and ``embed`` stage timings go;
+        ``gallery``: where a changed gallery's matcher is published (read at the start of each batch)."""
+        self._gallery = gallery
         self._embedder = embedder
         self._worker = worker
         self._observer = observer
@@ -92,6 +96,8 @@ class Recogniser:
         Identity events go with each stream's last frame in the batch (or its next frame in a later
         batch, when the stream has none in this one).
         """
+        if self._gallery is not None:
+            self._voter.set_matcher(self._gallery.matcher)  # a no-op unless the library published a new one
         tracked = [(item, *self._timed_track(item)) for item in batch]
         self._embed_ready({item.frame.stream_id: item.frame.pts_s for item in batch})
         last = {item.frame.stream_id: i for i, item in enumerate(batch)}

@@ -6,8 +6,9 @@ start plus pts), builds the ``EventRecord`` (with the run id, and the snapshot p
 events), appends it to the journal and queues it in the store. It follows each track from
 ``track_started`` to ``track_ended`` and writes its ``TrackRecord`` (one row per TrackKey, from the
 start time to the end time), then the ``FaceRecord`` of its ``TrackFace`` (template, best crop as
-JPEG). It saves the snapshots, keeps what the run summary says of tracks (identities, strangers),
-and runs retention. The store absorbs outages itself (bounded buffer, back-off): a slow or absent
+JPEG, the face's size in the frame and the crop's blur score, measured before JPEG encoding). It
+saves the snapshots, keeps what the run summary says of tracks (identities, strangers), and runs
+retention. The store absorbs outages itself (bounded buffer, back-off): a slow or absent
 database never stops the journal.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stream.identity.quality import blur_score
 from stream.outputs.events import EventJournal
 from stream.outputs.snapshots import JPEG_QUALITY, save_snapshot
 from stream.pipeline.messages import TrackFace
@@ -210,4 +212,6 @@ def _face_record(run_id: str, face: TrackFace, ended: _Ended) -> FaceRecord:
         person=face.person,
         stranger=face.stranger,
         score=ended.score if face.person is not None else None,
+        face_px=face.face_px,
+        blur=blur_score(face.crop),
     )

@@ -3,8 +3,8 @@
 Modules:
 
 - ``records``: the typed records written (``RunRecord``, ``EventRecord``, ``TrackRecord``,
-  ``FaceRecord``) and read (``EventRow``, ``TrackRow``, ``FaceRow``, ``FaceHit``, ``RunRow``), and
-  ``EventQuery``.
+  ``FaceRecord``, ``NegativeRecord``) and read (``EventRow``, ``TrackRow``, ``FaceRow``, ``FaceHit``,
+  ``RunRow``, ``NegativeRow``), and ``EventQuery``.
 - ``base``: ``Store`` (batching, outage buffer, reads, purge), ``StoreSettings``, the errors.
 - ``schema``: the schema (version 2) for both backends and their SQL.
 - ``sqlite``, ``postgres``: the backends (``postgres`` is the only module importing psycopg, and only
@@ -34,7 +34,10 @@ from stream.store.records import (
     FaceHit,
     FaceRecord,
     FaceRow,
+    NegativeRecord,
+    NegativeRow,
     PurgeCounts,
+    RelabelCounts,
     RunRecord,
     RunRow,
     StoreCounters,
@@ -56,7 +59,10 @@ __all__ = [
     "FaceHit",
     "FaceRecord",
     "FaceRow",
+    "NegativeRecord",
+    "NegativeRow",
     "PurgeCounts",
+    "RelabelCounts",
     "Retention",
     "RunRecord",
     "RunRow",

@@ -20,9 +20,15 @@ Errors: ``StoreError`` (a ``UserError``: one line naming the store by its masked
 retry cannot fix; ``StoreUnavailableError`` when the backend cannot be reached — raised by
 ``open_store`` and by reads, absorbed by writes as above.
 
-Reading: ``events``, ``event``, ``tracks``, ``runs``, ``face``, ``faces_like`` (cosine search over the
-stored template embeddings of one model, read in chunks with numpy), ``face_crop``, ``face_models``.
-Retention: ``purge``.
+Reading: ``events``, ``event``, ``tracks``, ``runs``, ``face``, ``faces`` (filtered by run, model, time,
+unnamed, ignored), ``faces_by_id``, ``track_faces``, ``faces_like`` (cosine search over the stored
+template embeddings of one model, read in chunks with numpy), ``face_crop``, ``face_models``,
+``negatives``. Retention: ``purge``.
+
+Review (what people decide about stored faces, ``stream.identity.library``): ``relabel_faces``,
+``rename_person``, ``ignore_faces``, ``unignore``, ``pin_faces``, ``detach_faces``, ``add_negatives``,
+``delete_negatives``. Each is one transaction written at once (not batched, not buffered: an
+unavailable store raises ``StoreUnavailableError``), so another process sees it as soon as it returns.
 
 Passwords: records mask URL passwords when built; the store also replaces its own password, wherever it
 appears in a text value, with ``***`` before writing, and never puts it in a message or log line.
@@ -30,6 +36,7 @@ appears in a text value, with ``***`` before writing, and never puts it in a mes
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -44,20 +51,25 @@ import numpy as np
 from stream.errors import UserError
 from stream.store import schema
 from stream.store.records import (
+    LABEL_SOURCES,
     EventQuery,
     EventRecord,
     EventRow,
     FaceHit,
     FaceRecord,
     FaceRow,
+    NegativeRecord,
+    NegativeRow,
     PurgeCounts,
     Record,
+    RelabelCounts,
     RunEnd,
     RunRecord,
     RunRow,
     StoreCounters,
     TrackRecord,
     TrackRow,
+    iso_utc,
     to_ms,
 )
 from stream.store.schema import Dialect, Statement
@@ -67,6 +79,9 @@ __all__ = ["Connection", "Store", "StoreError", "StoreSettings", "StoreUnavailab
 log = logging.getLogger(__name__)
 
 SCAN_CHUNK = 4096  # faces read per chunk by faces_like
+_ID_CHUNK = 500  # ids per IN (...) list
+RELABELLED_KINDS = ("identity_assigned", "identity_changed", "stranger_assigned", "track_ended")
+"""The events of a track that say who it was (``relabel_faces`` changes them)."""
 
 
 class StoreError(UserError):
@@ -303,11 +318,55 @@ class Store:
         rows = conn.query(conn.dialect.sql(schema.FACE_SELECT + " WHERE id = ?"), (int(face_id),))
         return schema.face_row(conn.dialect, rows[0]) if rows else None
 
-    def faces(self, run_id: str | None = None) -> list[FaceRow]:
-        """Stored faces (of one run), by id."""
+    def faces(
+        self,
+        run_id: str | None = None,
+        *,
+        model_id: str | None = None,
+        since: float | None = None,
+        unnamed: bool = False,
+        ignored: bool | None = None,
+        newest: int | None = None,
+    ) -> list[FaceRow]:
+        """Stored faces, by id: of one run and/or model, seen at or after ``since`` (Unix s, by their
+        last time), only those without a person (``unnamed``), ignored or not (``ignored`` True/False;
+        None: both), and only the ``newest`` (by id) of those."""
         conn = self._reader()
-        where, params = _filters(run_id=run_id)
-        rows = conn.query(conn.dialect.sql(schema.FACE_SELECT + where + " ORDER BY id"), params)
+        d = conn.dialect
+        where, params = _filters(run_id=run_id, model_id=model_id)
+        clauses = [where.removeprefix(" WHERE ")] if where else []
+        if since is not None:
+            clauses.append("last_time >= ?")
+            params.append(d.time_to_db(to_ms(since)))
+        if unnamed:
+            clauses.append("person IS NULL")
+        if ignored is not None:
+            clauses.append("ignored IS NOT NULL" if ignored else "ignored IS NULL")
+        sql = schema.FACE_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        if newest is not None:
+            if newest < 1:
+                raise ValueError(f"faces.newest: must be >= 1, got {newest}")
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT {int(newest)}) AS recent"
+        rows = conn.query(d.sql(sql + " ORDER BY id"), params)
+        return [schema.face_row(d, r) for r in rows]
+
+    def faces_by_id(self, face_ids: Iterable[int]) -> list[FaceRow]:
+        """The stored faces with these ids (those that exist), by id."""
+        ids = sorted({int(i) for i in face_ids})
+        conn = self._reader()
+        out: list[FaceRow] = []
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = conn.query(conn.dialect.sql(f"{schema.FACE_SELECT} WHERE id IN ({marks}) ORDER BY id"), chunk)
+            out += [schema.face_row(conn.dialect, r) for r in rows]
+        return out
+
+    def track_faces(self, run_id: str, stream: str, epoch: int, track_id: int) -> list[FaceRow]:
+        """The stored face(s) of one track of a run (one per track, written when it ended)."""
+        conn = self._reader()
+        sql = schema.FACE_SELECT + " WHERE run_id = ? AND stream = ? AND epoch = ? AND track_id = ? ORDER BY id"
+        rows = conn.query(conn.dialect.sql(sql), (run_id, stream, int(epoch), int(track_id)))
         return [schema.face_row(conn.dialect, r) for r in rows]
 
     def face_models(self) -> dict[str, int]:
@@ -360,6 +419,166 @@ class Store:
         rows = conn.query(d.sql(f"SELECT {schema.FACE_META} FROM faces WHERE id IN ({marks})"), list(scores))
         by_id = {int(r[0]): r for r in rows}
         return [schema.face_hit(d, by_id[i], s) for i, s in scores.items() if i in by_id]
+
+    # ---------------------------------------------------------------- review: written at once
+
+    def relabel_faces(
+        self,
+        face_ids: Iterable[int],
+        person: str | None,
+        *,
+        source: str,
+        at: float,
+        negatives: Sequence[NegativeRecord] = (),
+    ) -> RelabelCounts:
+        """Give these stored faces, their tracks and their tracks' identity events ``person`` (None:
+        unknown), in one transaction. Only rows that still say what the face said are changed (an
+        event of the track naming someone else stays as it is). Each changed event's ``extra`` records
+        ``relabelled_from`` (the old person), ``relabelled_by`` (``source``: ``user``, ``rematch``) and
+        ``relabelled_at`` (``at``, ISO UTC). ``negatives`` are stored in the same transaction. Raises
+        ``StoreUnavailableError`` when the store is down."""
+        if source not in LABEL_SOURCES:
+            raise ValueError(f"relabel_faces.source: must be one of {', '.join(LABEL_SOURCES)}, got {source!r}")
+        conn = self._reader()
+        d = conn.dialect
+        faces = [f for f in self.faces_by_id(face_ids) if f.person != person]
+        if not faces:
+            return RelabelCounts(negatives=self.add_negatives(negatives))
+        new = self._scrub(person)
+        stamp = {"relabelled_by": source, "relabelled_at": iso_utc(at)}
+        track_where = "run_id = ? AND stream = ? AND epoch = ? AND track_id = ?"
+        statements: list[Statement] = [
+            (d.sql("UPDATE faces SET person = ?, label_source = ? WHERE id = ?"), [(new, source, f.face_id) for f in faces])
+        ]
+        for old in sorted({f.person for f in faces}, key=lambda p: (p is not None, p or "")):
+            keys = [(f.run_id, f.stream, f.epoch, f.track_id) for f in faces if f.person == old]
+            who, extra = ("person IS NULL", ()) if old is None else ("person = ?", (old,))
+            statements.append(
+                (d.sql(f"UPDATE tracks SET person = ? WHERE {track_where} AND {who}"), [(new, *k, *extra) for k in keys])
+            )
+            events = []
+            for key in keys:
+                for event_id, values in self._track_events(conn, key, old):
+                    text = json.dumps({**values, **stamp, "relabelled_from": old}, ensure_ascii=False, sort_keys=True)
+                    events.append((new, text, event_id))
+            if events:
+                statements.append((d.sql("UPDATE events SET person = ?, extra_json = {json} WHERE id = ?"), events))
+        if negatives:
+            statements.append(schema.negative_statement(d, negatives, self._scrub))
+        counts = conn.run(statements)
+        kinds = [sql.split()[1] if sql.startswith("UPDATE") else "negatives" for sql, _ in statements]
+        total = {k: sum(c for c, kind in zip(counts, kinds, strict=True) if kind == k) for k in set(kinds)}
+        return RelabelCounts(
+            faces=total["faces"],
+            tracks=total.get("tracks", 0),
+            events=total.get("events", 0),
+            negatives=total.get("negatives", 0),
+        )
+
+    @staticmethod
+    def _track_events(
+        conn: Connection, key: tuple[str, str, int, int], person: str | None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(id, extra) of a track's identity events that say ``person``."""
+        kinds = ", ".join(f"'{k}'" for k in RELABELLED_KINDS)
+        who = "person IS NULL" if person is None else "person = ?"
+        sql = (
+            f"SELECT id, extra_json FROM events WHERE run_id = ? AND stream = ? AND epoch = ? AND track_id = ?"
+            f" AND kind IN ({kinds}) AND {who} ORDER BY id"
+        )
+        params = (*key, person) if person is not None else key
+        return [(int(r[0]), dict(schema.json_back(r[1]))) for r in conn.query(conn.dialect.sql(sql), params)]
+
+    def rename_person(self, old: str, new: str) -> RelabelCounts:
+        """Every stored face, track, event and negative example of ``old`` now says ``new`` (one transaction)."""
+        conn = self._reader()
+        d = conn.dialect
+        name = self._scrub(new)
+        counts = conn.run(
+            [
+                (d.sql(f"UPDATE {table} SET person = ? WHERE person = ?"), [(name, old)])
+                for table in ("faces", "tracks", "events", "negatives")
+            ]
+        )
+        return RelabelCounts(faces=counts[0], tracks=counts[1], events=counts[2], negatives=counts[3])
+
+    def ignore_faces(self, face_ids: Iterable[int], group_id: int, examples: Sequence[NegativeRecord] = ()) -> int:
+        """Put these faces in the ignored group ``group_id`` and store its negative examples, in one
+        transaction; the faces changed."""
+        ids = sorted({int(i) for i in face_ids})
+        conn = self._reader()
+        statements: list[Statement] = [
+            (conn.dialect.sql("UPDATE faces SET ignored = ? WHERE id = ?"), [(int(group_id), i) for i in ids])
+        ]
+        if examples:
+            statements.append(schema.negative_statement(conn.dialect, examples, self._scrub))
+        return conn.run(statements)[0] if ids else 0
+
+    def unignore(self, group_id: int) -> tuple[int, int]:
+        """The ignored group's faces are not ignored any more and its examples are deleted (one
+        transaction): (faces, examples) changed."""
+        conn = self._reader()
+        d = conn.dialect
+        counts = conn.run(
+            [
+                (d.sql("UPDATE faces SET ignored = NULL WHERE ignored = ?"), [(int(group_id),)]),
+                (d.sql("DELETE FROM negatives WHERE kind = 'ignored' AND group_id = ?"), [(int(group_id),)]),
+            ]
+        )
+        return counts[0], counts[1]
+
+    def pin_faces(self, face_ids: Iterable[int], pin: int | None) -> int:
+        """Give these faces one pin (they are grouped together from now on; None: free), and put them
+        back in the grouping if they were detached; rows changed."""
+        return self._update_faces("pin = ?, detached = 0", (pin,), face_ids)
+
+    def detach_faces(self, face_ids: Iterable[int], detached: bool = True) -> int:
+        """Take these faces out of their groups (each is a group of its own), or put them back; rows changed."""
+        return self._update_faces("detached = ?, pin = NULL", (int(detached),), face_ids)
+
+    def _update_faces(self, assignments: str, values: tuple[Any, ...], face_ids: Iterable[int]) -> int:
+        ids = sorted({int(i) for i in face_ids})
+        if not ids:
+            return 0
+        conn = self._reader()
+        sql = conn.dialect.sql(f"UPDATE faces SET {assignments} WHERE id = ?")
+        return conn.run([(sql, [(*values, i) for i in ids])])[0]
+
+    def add_negatives(self, records: Sequence[NegativeRecord]) -> int:
+        """Store negative examples (one transaction); how many."""
+        if not records:
+            return 0
+        conn = self._reader()
+        return conn.run([schema.negative_statement(conn.dialect, records, self._scrub)])[0]
+
+    def negatives(
+        self,
+        model_id: str | None = None,
+        *,
+        kind: str | None = None,
+        person: str | None = None,
+        group_id: int | None = None,
+    ) -> list[NegativeRow]:
+        """Negative examples (of one model, kind, person and/or ignored group), by id."""
+        conn = self._reader()
+        where, params = _filters(model_id=model_id, kind=kind, person=person, group_id=group_id)
+        rows = conn.query(conn.dialect.sql(schema.NEGATIVE_SELECT + where + " ORDER BY id"), params)
+        return [schema.negative_row(conn.dialect, r) for r in rows]
+
+    def negatives_stamp(self, model_id: str) -> tuple[int, int]:
+        """(count, largest id) of the negative examples of a model: changes whenever one is added or deleted."""
+        rows = self._reader().query(
+            self._reader().dialect.sql("SELECT count(*), max(id) FROM negatives WHERE model_id = ?"), (model_id,)
+        )
+        return int(rows[0][0]), int(rows[0][1] or 0)
+
+    def delete_negatives(self, *, person: str | None = None, group_id: int | None = None) -> int:
+        """Delete the negative examples of ``person`` or of the ignored group ``group_id``; how many."""
+        if (person is None) == (group_id is None):
+            raise ValueError("delete_negatives: give exactly one of person, group_id")
+        conn = self._reader()
+        where, params = _filters(person=person, group_id=group_id)
+        return conn.run([(conn.dialect.sql("DELETE FROM negatives" + where), [tuple(params)])])[0]
 
     # ---------------------------------------------------------------- retention
 

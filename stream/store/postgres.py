@@ -33,7 +33,15 @@ from psycopg.abc import RV, PQGen
 
 from stream.logs import mask_secrets
 from stream.store.base import StoreError, StoreUnavailableError
-from stream.store.schema import POSTGRES, SCHEMA_VERSION, TABLE, Statement, create_statements, version_row
+from stream.store.schema import (
+    POSTGRES,
+    SCHEMA_VERSION,
+    TABLE,
+    Statement,
+    completion_statements,
+    create_statements,
+    version_row,
+)
 
 __all__ = ["PostgresConnection"]
 
@@ -159,6 +167,9 @@ class PostgresConnection:
                             f"event store {self.label} has schema {version and version[0]}; this version of the"
                             f" app reads up to {SCHEMA_VERSION}"
                         )
+                    if create:
+                        for statement in completion_statements(POSTGRES, self._columns()):
+                            self._conn.execute(statement)
                 elif tables:
                     raise StoreError(
                         f"{self.label} is not an event store: it has tables {', '.join(sorted(tables))}"
@@ -173,6 +184,16 @@ class PostgresConnection:
                     self._conn.execute(sql, params[0])
         except psycopg.Error as exc:
             raise self._error(exc) from None
+
+    def _columns(self) -> dict[str, set[str]]:
+        rows = self._conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        ).fetchall()
+        out: dict[str, set[str]] = {}
+        for table, column in rows:
+            if table in _OUR_TABLES:
+                out.setdefault(table, set()).add(column)
+        return out
 
     # ---------------------------------------------------------------- errors
 

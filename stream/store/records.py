@@ -6,10 +6,12 @@ Written (validated when built; a bad value raises ``ValueError``/``TypeError`` n
 - ``EventRecord``: one event; the same fields as a line of the JSONL journal (``to_dict``).
 - ``TrackRecord``: a track's time span and final identity (upserted: first/last only widen).
 - ``FaceRecord``: a finished track's face: template embedding (unit float32, model id, norm), best crop
-  (JPEG bytes) and time span, named or not.
+  (JPEG bytes), the face's size in the frame and the crop's sharpness, and time span, named or not.
+- ``NegativeRecord``: a negative example for matching ("not this person", or an ignored group).
 
-Read: ``EventRow``, ``TrackRow``, ``FaceRow``, ``FaceHit`` (a search result), ``RunRow``, with their
-database ids; ``EventQuery`` selects events; ``PurgeCounts`` and ``StoreCounters`` report.
+Read: ``EventRow``, ``TrackRow``, ``FaceRow``, ``FaceHit`` (a search result), ``RunRow``, ``NegativeRow``,
+with their database ids; ``EventQuery`` selects events; ``PurgeCounts``, ``RelabelCounts`` and
+``StoreCounters`` report.
 
 Times: ``time``, ``first_time``, ``started``... are Unix seconds (UTC), rounded to the millisecond when
 a record is built (the store keeps milliseconds, so a record and its row compare equal). ``iso_utc``
@@ -41,6 +43,8 @@ from stream.logs import mask_secrets
 from stream.types import Event, EventKind
 
 __all__ = [
+    "LABEL_SOURCES",
+    "NEGATIVE_KINDS",
     "UNKNOWN",
     "EventQuery",
     "EventRecord",
@@ -48,8 +52,11 @@ __all__ = [
     "FaceHit",
     "FaceRecord",
     "FaceRow",
+    "NegativeRecord",
+    "NegativeRow",
     "PurgeCounts",
     "Record",
+    "RelabelCounts",
     "RunEnd",
     "RunRecord",
     "RunRow",
@@ -413,6 +420,8 @@ class FaceRecord:
     person: str | None = None
     stranger: str | None = None
     score: float | None = None
+    face_px: float | None = None
+    blur: float | None = None
 
     def __post_init__(self) -> None:
         _set(self, "run_id", _run_id("FaceRecord.run_id", self.run_id))
@@ -438,10 +447,66 @@ class FaceRecord:
         _set(self, "person", _text("FaceRecord.person", self.person))
         _set(self, "stranger", _text("FaceRecord.stranger", self.stranger))
         _set(self, "score", _score("FaceRecord.score", self.score))
+        _set(self, "face_px", _opt_non_negative("FaceRecord.face_px", self.face_px))
+        _set(self, "blur", _opt_non_negative("FaceRecord.blur", self.blur))
+
+
+def _opt_non_negative(name: str, value: Any) -> float | None:
+    number = _opt_float(name, value)
+    if number is not None and number < 0:
+        raise _fail(name, f"must be >= 0, got {value!r}")
+    return number
+
+
+NEGATIVE_KINDS = ("impostor", "ignored")
+"""``impostor``: a face that is not ``person`` ("not this person"); ``ignored``: a face of an ignored
+group of unknowns, which counts against everybody."""
+
+LABEL_SOURCES = ("user", "rematch")
+"""Who set a stored face's ``person`` after its run (``FaceRow.label_source``; None: the run itself)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NegativeRecord:
+    """A negative example for matching: a face template that must not be named ``person`` (impostor),
+    or that must not be named anyone (ignored). The template is copied from the stored face, so the
+    example outlives the face (retention does not delete examples; deleting the person or un-ignoring
+    the group does).
+
+    ``face_id``: the stored face it was taken from (None when it came from elsewhere). ``group_id``:
+    for ``ignored``, the id of the ignored group (faces marked with it in ``faces.ignored``).
+    """
+
+    kind: str
+    person: str | None
+    model_id: str
+    norm: float
+    embedding: np.ndarray
+    created: float
+    face_id: int | None = None
+    group_id: int | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in NEGATIVE_KINDS:
+            raise _fail("NegativeRecord.kind", f"must be one of {', '.join(NEGATIVE_KINDS)}, got {self.kind!r}")
+        _set(self, "person", _text("NegativeRecord.person", self.person))
+        if (self.kind == "impostor") != (self.person is not None):
+            raise _fail("NegativeRecord.person", "an impostor example names its person; an ignored one names nobody")
+        _set(self, "model_id", _text("NegativeRecord.model_id", self.model_id, optional=False))
+        norm = _opt_non_negative("NegativeRecord.norm", self.norm)
+        if norm is None:
+            raise _fail("NegativeRecord.norm", "must be a finite number >= 0, got None")
+        _set(self, "norm", norm)
+        _set(self, "embedding", _frozen_vector("NegativeRecord.embedding", self.embedding))
+        _set(self, "created", _time("NegativeRecord.created", self.created))
+        _set(self, "face_id", _count("NegativeRecord.face_id", self.face_id, optional=True))
+        _set(self, "group_id", _count("NegativeRecord.group_id", self.group_id, optional=True))
+        _set(self, "note", _text("NegativeRecord.note", self.note))
 
 
 Record = RunRecord | RunEnd | EventRecord | TrackRecord | FaceRecord
-"""Anything ``Store`` writes."""
+"""Anything ``Store`` writes through its batches (negative examples and relabelling are written at once)."""
 
 
 # ---------------------------------------------------------------- rows read back
@@ -554,6 +619,49 @@ class FaceRow:
     model_id: str
     norm: float
     embedding: np.ndarray
+    face_px: float | None = None  # the face's short side in frame pixels where the crop was cut
+    blur: float | None = None  # variance of the Laplacian of the crop (stream.identity.quality.blur_score)
+    ignored: int | None = None  # the ignored group it belongs to (NegativeRecord.group_id)
+    pin: int | None = None  # faces a person merged share a pin: they are always grouped together
+    detached: bool = False  # a person took it out of its group: it is a group of its own
+    label_source: str | None = None  # who set person after the run: None (the run), "user", "rematch"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NegativeRow:
+    """A stored negative example (``NegativeRecord`` with its id)."""
+
+    id: int
+    kind: str
+    person: str | None
+    model_id: str
+    norm: float
+    embedding: np.ndarray
+    created: float
+    face_id: int | None
+    group_id: int | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RelabelCounts:
+    """Rows a relabelling changed."""
+
+    faces: int = 0
+    tracks: int = 0
+    events: int = 0
+    negatives: int = 0
+
+    def __add__(self, other: RelabelCounts) -> RelabelCounts:
+        return RelabelCounts(
+            self.faces + other.faces,
+            self.tracks + other.tracks,
+            self.events + other.events,
+            self.negatives + other.negatives,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {"faces": self.faces, "tracks": self.tracks, "events": self.events, "negatives": self.negatives}
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,31 @@ in PostgreSQL; ``real`` is REAL / double precision; ``blob`` BLOB / bytea; ``jso
   tracks(id PK, run_id text?, stream, epoch, track_id, first_time?, last_time?, first_pts?, last_pts?,
          person?, score?, stranger?, snapshot?)   unique (run_id, stream, epoch, track_id)
   faces(id PK, run_id, stream, epoch, track_id, first_time, last_time, person?, stranger?, score?,
-        model_id, dim, norm, embedding blob (dim little-endian float32), crop_jpeg blob)
+        model_id, dim, norm, embedding blob (dim little-endian float32), crop_jpeg blob,
+        face_px real?, blur real?, ignored int?, pin int?, detached int (0/1), label_source text?)
+  negatives(id PK, kind text, person text?, model_id, dim, norm, embedding blob, created time,
+            face_id int?, group_id int?, note text?)
 
 ``?`` marks a nullable column. ``events.time``/``run_id`` and ``tracks`` times/``run_id`` are NULL only
 on rows migrated from schema 1 (today's ``stream/outputs/events.py`` database, which has no
 ``schema_version`` table). ``run_id`` is not a foreign key: rows are written in order after their
 run, and retention removes a run only once nothing refers to it.
 
-Indexes: events (time, id), (stream, time), (person, time), (run_id); tracks (last_time); faces
-(model_id, last_time), (last_time), (run_id). In PostgreSQL the time indexes sort NULLs first, so both
+``faces``: ``face_px`` is the face's short side in frame pixels where its crop was cut and ``blur`` the
+variance of the Laplacian of that crop (what the enrolment gates look at); both NULL when unknown. The
+rest is what people decided in review (``stream.identity.unknowns``): ``ignored`` the id of the ignored
+group the face is in, ``pin`` the same number on faces merged into one group, ``detached`` 1 for a face
+taken out of its group, ``label_source`` who set ``person`` after the run (``user``, ``rematch``; NULL:
+the run itself). ``negatives``: negative examples for matching (``kind`` ``impostor``: a template that is
+not ``person``; ``ignored``: a template of an ignored group, ``group_id``), their own copy of the
+template, so retention never removes them.
+
+A schema-2 store made before the ``faces`` review columns and the ``negatives`` table existed is
+completed by the first writer that opens it (``completion_statements``: additive, no version change);
+readers leave it as it is.
+
+Indexes: events (time, id), (stream, time), (person, time), (run_id, stream, epoch, track_id); tracks (last_time); faces
+(model_id, last_time), (last_time), (run_id), (run_id, stream, epoch, track_id); negatives (model_id, kind). In PostgreSQL the time indexes sort NULLs first, so both
 orders of ``EventQuery`` (NULL time = oldest) read an index.
 """
 
@@ -41,6 +57,8 @@ from stream.store.records import (
     FaceHit,
     FaceRecord,
     FaceRow,
+    NegativeRecord,
+    NegativeRow,
     Record,
     RunEnd,
     RunRecord,
@@ -58,6 +76,7 @@ __all__ = [
     "TABLES",
     "Dialect",
     "Statement",
+    "completion_statements",
     "create_statements",
     "decode_vector",
     "encode_vector",
@@ -135,7 +154,7 @@ TABLES: tuple[Table, ...] = (
             ("events_time", ("time", "id")),
             ("events_stream_time", ("stream", "time")),
             ("events_person_time", ("person", "time")),
-            ("events_run", ("run_id",)),
+            ("events_run_track", ("run_id", "stream", "epoch", "track_id")),
         ),
     ),
     Table(
@@ -176,13 +195,38 @@ TABLES: tuple[Table, ...] = (
             _c("norm", "real", False),
             _c("embedding", "blob", False),
             _c("crop_jpeg", "blob", False),
+            _c("face_px", "real"),
+            _c("blur", "real"),
+            _c("ignored", "int"),
+            _c("pin", "int"),
+            _c("detached", "int", False, "0"),
+            _c("label_source", "text"),
         ),
         (),
         (
             ("faces_model_time", ("model_id", "last_time")),
             ("faces_last_time", ("last_time",)),
             ("faces_run", ("run_id",)),
+            ("faces_track", ("run_id", "stream", "epoch", "track_id")),
         ),
+    ),
+    Table(
+        "negatives",
+        (
+            _c("id", "id", False),
+            _c("kind", "text", False),
+            _c("person", "text"),
+            _c("model_id", "text", False),
+            _c("dim", "int", False),
+            _c("norm", "real", False),
+            _c("embedding", "blob", False),
+            _c("created", "time", False),
+            _c("face_id", "int"),
+            _c("group_id", "int"),
+            _c("note", "text"),
+        ),
+        (),
+        (("negatives_model", ("model_id", "kind")),),
     ),
 )
 TABLE = {t.name: t for t in TABLES}
@@ -208,7 +252,7 @@ def _sqlite_time_back(value: Any) -> float | None:
     return None if value is None else parse_iso_utc(value)
 
 
-def _json_back(value: Any) -> dict[str, Any]:
+def json_back(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     loaded = json.loads(value or "{}")
@@ -281,19 +325,49 @@ def create_statements(dialect: Dialect) -> list[str]:
     creates the schema once, inside its schema transaction)."""
     out = []
     for table in TABLES:
-        parts = []
-        for column in table.columns:
-            text = f"{column.name} {dialect.types[column.type]}"
-            if column.type != "id" and not column.null:
-                text += " NOT NULL"
-            if column.default is not None:
-                text += f" DEFAULT {column.default}"
-            parts.append(text)
+        parts = [_column_sql(dialect, column) for column in table.columns]
         parts += table.constraints
         out.append(f"CREATE TABLE {table.name} (\n    " + ",\n    ".join(parts) + "\n)")
-        for name, columns in table.indexes:
-            out.append(f"CREATE INDEX {name} ON {table.name} ({', '.join(dialect.index_column(c) for c in columns)})")
+        out += _index_statements(dialect, table)
     return out
+
+
+def completion_statements(dialect: Dialect, have: dict[str, set[str]]) -> list[str]:
+    """What a schema-2 database made before schema 2 was final lacks (``have``: its tables and their
+    columns): the missing tables, the missing (nullable or defaulted) columns and every index; empty
+    when it is complete. Additive only, so older writers of schema 2 keep working."""
+    out: list[str] = []
+    for table in TABLES:
+        columns = have.get(table.name)
+        if columns is None:
+            parts = [_column_sql(dialect, column) for column in table.columns] + list(table.constraints)
+            out.append(f"CREATE TABLE {table.name} (\n    " + ",\n    ".join(parts) + "\n)")
+            continue
+        out += [
+            f"ALTER TABLE {table.name} ADD COLUMN {_column_sql(dialect, column)}"
+            for column in table.columns
+            if column.name not in columns
+        ]
+    if out:
+        out += [s for table in TABLES for s in _index_statements(dialect, table, if_not_exists=True)]
+    return out
+
+
+def _column_sql(dialect: Dialect, column: Column) -> str:
+    text = f"{column.name} {dialect.types[column.type]}"
+    if column.type != "id" and not column.null:
+        text += " NOT NULL"
+    if column.default is not None:
+        text += f" DEFAULT {column.default}"
+    return text
+
+
+def _index_statements(dialect: Dialect, table: Table, if_not_exists: bool = False) -> list[str]:
+    maybe = "IF NOT EXISTS " if if_not_exists else ""
+    return [
+        f"CREATE INDEX {maybe}{name} ON {table.name} ({', '.join(dialect.index_column(c) for c in columns)})"
+        for name, columns in table.indexes
+    ]
 
 
 # ---------------------------------------------------------------- vectors
@@ -337,9 +411,9 @@ ON CONFLICT (run_id, stream, epoch, track_id) DO UPDATE SET
 """
 _FACE_COLUMNS = (
     "run_id, stream, epoch, track_id, first_time, last_time, person, stranger, score, model_id, dim, norm, "
-    "embedding, crop_jpeg"
+    "embedding, crop_jpeg, face_px, blur"
 )
-_INSERT_FACE = f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_FACE = f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 Scrub = Callable[[str | None], str | None]
 
@@ -413,6 +487,8 @@ def _statement(d: Dialect, r: Record, s: Scrub) -> tuple[str, tuple[Any, ...]]:
             r.norm,
             encode_vector(r.embedding),
             r.crop_jpeg,
+            r.face_px,
+            r.blur,
         )
         return d.sql(_INSERT_FACE), row
     if isinstance(r, RunRecord):
@@ -437,7 +513,14 @@ TRACK_SELECT = (
     "stranger, snapshot FROM tracks"
 )
 FACE_META = "id, run_id, stream, epoch, track_id, first_time, last_time, person, stranger, score, model_id"
-FACE_SELECT = f"SELECT {FACE_META}, norm, dim, embedding FROM faces"
+FACE_SELECT = f"SELECT {FACE_META}, norm, dim, embedding, face_px, blur, ignored, pin, detached, label_source FROM faces"
+NEGATIVE_SELECT = (
+    "SELECT id, kind, person, model_id, norm, dim, embedding, created, face_id, group_id, note FROM negatives"
+)
+_INSERT_NEGATIVE = (
+    "INSERT INTO negatives (kind, person, model_id, dim, norm, embedding, created, face_id, group_id, note)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def events_sql(d: Dialect, q: EventQuery) -> tuple[str, tuple[Any, ...]]:
@@ -481,7 +564,7 @@ def event_row(d: Dialect, r: Sequence[Any]) -> EventRow:
         score=r[9],
         stranger=r[10],
         snapshot=r[11],
-        extra=_json_back(r[12]),
+        extra=json_back(r[12]),
     )
 
 
@@ -507,7 +590,54 @@ def face_row(d: Dialect, r: Sequence[Any]) -> FaceRow:
     assert first is not None and last is not None
     embedding = decode_vector(r[13], int(r[12]))
     embedding.flags.writeable = False
-    return FaceRow(int(r[0]), r[1], r[2], r[3], r[4], first, last, r[7], r[8], r[9], r[10], float(r[11]), embedding)
+    return FaceRow(
+        int(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        first,
+        last,
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        float(r[11]),
+        embedding,
+        face_px=None if r[14] is None else float(r[14]),
+        blur=None if r[15] is None else float(r[15]),
+        ignored=None if r[16] is None else int(r[16]),
+        pin=None if r[17] is None else int(r[17]),
+        detached=bool(r[18]),
+        label_source=r[19],
+    )
+
+
+def negative_row(d: Dialect, r: Sequence[Any]) -> NegativeRow:
+    embedding = decode_vector(r[6], int(r[5]))
+    embedding.flags.writeable = False
+    created = d.time_from_db(r[7])
+    assert created is not None
+    return NegativeRow(int(r[0]), r[1], r[2], r[3], float(r[4]), embedding, created, r[8], r[9], r[10])
+
+
+def negative_statement(d: Dialect, records: Sequence[NegativeRecord], scrub: Scrub = _no_scrub) -> Statement:
+    rows = [
+        (
+            n.kind,
+            scrub(n.person),
+            scrub(n.model_id),
+            int(n.embedding.shape[0]),
+            n.norm,
+            encode_vector(n.embedding),
+            d.time_to_db(n.created),
+            n.face_id,
+            n.group_id,
+            scrub(n.note),
+        )
+        for n in records
+    ]
+    return d.sql(_INSERT_NEGATIVE), rows
 
 
 def purge_statements(d: Dialect, cutoff: float, legacy: bool) -> list[Statement]:

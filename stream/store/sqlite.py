@@ -39,7 +39,15 @@ from typing import Any
 
 from stream.store.base import StoreError, StoreUnavailableError
 from stream.store.records import iso_utc, parse_iso_utc
-from stream.store.schema import SCHEMA_VERSION, SQLITE, TABLE, Statement, create_statements, version_row
+from stream.store.schema import (
+    SCHEMA_VERSION,
+    SQLITE,
+    TABLE,
+    Statement,
+    completion_statements,
+    create_statements,
+    version_row,
+)
 
 __all__ = ["SqliteConnection"]
 
@@ -63,6 +71,7 @@ class SqliteConnection:
         self.label = label or str(self.path)
         self.busy_timeout_s = busy_timeout_s
         self.migrated_at: float | None = None
+        self._create = create
         self._copy: Path | None = None  # a reader's migrated copy of a schema-1 file
         if not create and not self.path.is_file():
             raise StoreError(f"no event database at {self.label}")
@@ -166,6 +175,8 @@ class SqliteConnection:
         if "schema_version" not in _tables(db):  # opening an existing store takes no write lock
             self._create_or_migrate()
         self._check_version()
+        if self._create and completion_statements(SQLITE, _columns(db)):
+            self._complete()
         row = db.execute("SELECT applied FROM schema_version WHERE note LIKE 'migrated from schema 1%'").fetchone()
         self.migrated_at = None if row is None else parse_iso_utc(row[0])
 
@@ -185,6 +196,18 @@ class SqliteConnection:
                     db.execute(statement)
                 sql, rows = version_row(SQLITE, time.time(), "created")
                 db.executemany(sql, rows)
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.rollback()
+
+    def _complete(self) -> None:
+        """Add what a schema-2 file made before schema 2 was final lacks (``completion_statements``)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in completion_statements(SQLITE, _columns(db)):  # again, under the lock
+                db.execute(statement)
             db.execute("COMMIT")
         finally:
             if db.in_transaction:
@@ -243,6 +266,10 @@ class SqliteConnection:
         transient = isinstance(exc, sqlite3.OperationalError) and any(t in text.lower() for t in _TRANSIENT)
         cls = StoreUnavailableError if transient else StoreError
         return cls(f"event database {self.label}: {text}")
+
+
+def _columns(db: sqlite3.Connection) -> dict[str, set[str]]:
+    return {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in _tables(db)}
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

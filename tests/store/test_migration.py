@@ -148,7 +148,7 @@ def test_a_schema_1_database_is_migrated_in_place_keeping_every_row(tmp_path: Pa
 
     with sqlite3.connect(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"schema_version", "runs", "events", "tracks", "faces", "sqlite_sequence"}
+        assert tables == {"schema_version", "runs", "events", "tracks", "faces", "negatives", "sqlite_sequence"}
         ((version, note),) = db.execute("SELECT version, note FROM schema_version").fetchall()
         assert (version, note) == (2, "migrated from schema 1 (8 events, 2 tracks)")
         extra = json.loads(db.execute("SELECT extra_json FROM events WHERE kind = 'stream_up'").fetchone()[0])
