@@ -116,7 +116,13 @@ class DetectionConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    max_age_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen this long is removed.")
+    max_age_s: float = Field(
+        1.5,
+        gt=0.0,
+        le=60.0,
+        description="A track unseen this long is removed (1.5: a face hidden behind another for under 1 s, "
+        "plus the frames where it is half hidden, keeps its ID).",
+    )
     min_confirm_s: float = Field(
         0.2, ge=0.0, le=10.0, description="A new track must be seen this long before it is shown."
     )
@@ -134,6 +140,19 @@ class TrackingConfig(_Strict):
     )
     measurement_noise: float = Field(
         0.05, gt=0.0, le=1.0, description="Detector box jitter as a fraction of the box size."
+    )
+    centre_gate: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="Third association pass for what IoU left (small or fast faces, detection every few "
+        "frames): most centre distance in track-box sizes (0: off).",
+    )
+    max_scale_change: float = Field(
+        1.5, ge=1.0, le=10.0, description="...and most size ratio between the track and the detection."
+    )
+    hold_size_when_lost: bool = Field(
+        True, description="A track that loses its face keeps its size (moving on) until it is seen again."
     )
 
     def tracker_settings(self) -> TrackerSettings:
