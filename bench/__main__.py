@@ -160,7 +160,10 @@ def timed_models(config: AppConfig, clocks: Clocks) -> Models:
     """The app's detector and embedder, wrapped to count their time into ``clocks``."""
     models = build_models(config, MODEL_OVERRIDES)
     return Models(
-        TimedDetector(models.detector, clocks.detect), TimedEmbedder(models.embedder, clocks.embed), models.batch_size
+        TimedDetector(models.detector, clocks.detect),
+        TimedEmbedder(models.embedder, clocks.embed),
+        models.batch_size,
+        models.still_detector,
     )
 
 

@@ -88,7 +88,7 @@ def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Match
     if not gallery_dir.is_dir():
         log.warning("gallery %s not found: every face will be unknown", gallery_dir)
         return _empty_matcher(threshold, rec.min_margin)
-    gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
+    gallery = enroll(gallery_dir, models.for_stills(), use_cache=config.gallery.cache, progress=False)
     if not gallery.people:
         log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
         return _empty_matcher(threshold, rec.min_margin)

@@ -124,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = read_config(args.config)
     setup_logging(config.runtime.log_level)
+    log_profile(config, stills=False)
     _set_torch_threads(config.runtime.torch_threads)
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames: must be >= 1, got {args.max_frames}")
@@ -149,8 +150,22 @@ def _models(args: argparse.Namespace) -> tuple[AppConfig, Models]:
 
     config = read_config(args.config)
     setup_logging(config.runtime.log_level)
+    log_profile(config, stills=True)
     _set_torch_threads(config.runtime.torch_threads)
-    return config, build_models(config, model_overrides(args))
+    return config, build_models(config, model_overrides(args), stills=True)
+
+
+def log_profile(config: AppConfig, stills: bool) -> None:
+    """The first log lines of a command: the profile in use and why, and how it detects faces."""
+    log.info("profile: %s", config.profile_note)
+    det = config.still_detection() if stills else config.detection
+    width = "full size" if det.detect_width is None else f"{det.detect_width} px wide"
+    how = f"min face {det.min_face_px} px, on a copy {width}, pyramid factor {det.pyramid_factor}"
+    if stills:
+        log.info("still images: full-quality detection whatever the profile (%s)", how)
+    else:
+        every = "every frame" if det.every_n_frames == 1 else f"every {det.every_n_frames} frames"
+        log.info("video: detect %s (%s), tracker in between; gallery photos at full quality", every, how)
 
 
 def _set_torch_threads(count: int) -> None:
