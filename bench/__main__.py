@@ -120,11 +120,13 @@ class StageClock:
 
 
 class TimedDetector:
-    """A ``FaceDetector`` that counts the time and faces of the detector it wraps."""
+    """A ``FaceDetector`` that counts the time and faces of the detector it wraps (full detections
+    into ``clock``, re-finding known faces between them into ``refine_clock``)."""
 
-    def __init__(self, inner: FaceDetector, clock: StageClock) -> None:
+    def __init__(self, inner: FaceDetector, clock: StageClock, refine_clock: StageClock | None = None) -> None:
         self._inner = inner
         self._detect = clock.wrap(inner.detect, _faces_in_batch)
+        self._refine = (refine_clock or StageClock()).wrap(inner.refine, _faces_in_batch)
 
     @property
     def batch_fallbacks(self) -> int:
@@ -136,6 +138,10 @@ class TimedDetector:
 
     def detect_one(self, image: np.ndarray) -> FaceDetections:
         return self._inner.detect_one(image)
+
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        out: list[FaceDetections] = self._refine(frames, known)
+        return out
 
 
 class TimedEmbedder:
@@ -153,6 +159,7 @@ class TimedEmbedder:
 @dataclass
 class Clocks:
     detect: StageClock = field(default_factory=StageClock)
+    refine: StageClock = field(default_factory=StageClock)
     embed: StageClock = field(default_factory=StageClock)
 
 
@@ -160,7 +167,7 @@ def timed_models(config: AppConfig, clocks: Clocks) -> Models:
     """The app's detector and embedder, wrapped to count their time into ``clocks``."""
     models = build_models(config, MODEL_OVERRIDES)
     return Models(
-        TimedDetector(models.detector, clocks.detect),
+        TimedDetector(models.detector, clocks.detect, clocks.refine),
         TimedEmbedder(models.embedder, clocks.embed),
         models.batch_size,
         models.still_detector,
@@ -319,9 +326,14 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
         "detections": clocks.detect.items,
         "detections_per_s": _rate(clocks.detect.items, wall),
         "detector_calls": clocks.detect.calls,
+        "refine_calls": clocks.refine.calls,
         "embeddings": clocks.embed.items,
         "embeddings_per_s": _rate(clocks.embed.items, wall),
-        "stage_s": {"detect": round(clocks.detect.seconds, 2), "embed": round(clocks.embed.seconds, 2)},
+        "stage_s": {
+            "detect": round(clocks.detect.seconds, 2),
+            "refine": round(clocks.refine.seconds, 2),
+            "embed": round(clocks.embed.seconds, 2),
+        },
         "latency_p50_ms": summary.latency_p50_ms and round(summary.latency_p50_ms, 1),
         "latency_p95_ms": summary.latency_p95_ms and round(summary.latency_p95_ms, 1),
         "tracks": summary.tracks,
@@ -332,6 +344,7 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
         "settings": {
             "detect_width": det.detect_width,
             "every_n_frames": det.every_n_frames,
+            "refine_between": det.refine_between,
             "min_face_px": det.min_face_px,
             "max_batch": det.max_batch,
             "precision": config.recognition.precision,

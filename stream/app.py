@@ -184,7 +184,7 @@ def build_app(
         models.detector,
         build_recogniser(models, config, matcher),
         writers,
-        PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames),
+        PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames, det.refine_between),
         live={s.name for s in streams if s.effective_mode == "live"},
     )
     writers.watch(pipeline)

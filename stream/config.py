@@ -121,7 +121,20 @@ class DetectionConfig(_Strict):
         20.0, ge=0.0, le=1000.0, description="Longest wait to fill a batch before running it anyway."
     )
     every_n_frames: int = Field(
-        1, ge=1, le=60, description="Run detection on every Nth frame; the tracker predicts in between."
+        1,
+        ge=1,
+        le=60,
+        description="Run a full detection on every Nth frame; in between the tracker predicts (or, with "
+        "refine_between, the faces already found are re-found).",
+    )
+    refine_between: bool = Field(
+        False,
+        description="On the frames between full detections, re-find the faces of the previous frame with "
+        "MTCNN's R- and O-Net only (a few ms; no new faces), so the tracker measures every known face on "
+        "every frame.",
+    )
+    refine_thresholds: tuple[Probability, Probability] = Field(
+        (0.6, 0.6), description="R-Net, O-Net score thresholds of that re-finding (faces already found)."
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
 

@@ -60,6 +60,11 @@ class FaceDetector(Protocol):
 
     def detect_one(self, image: np.ndarray) -> FaceDetections: ...
 
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        """The faces ``known`` (one ``FaceDetections`` per frame) re-found near where they were; no new
+        faces. Called only with ``detection.refine_between``."""
+        ...
+
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -193,6 +198,7 @@ def detector_settings(det: DetectionConfig, device: str | None = None) -> Detect
     from stream.faces.detector import DetectorSettings  # loads torch
 
     return DetectorSettings(
+        refine_thresholds=det.refine_thresholds,
         min_face_px=det.min_face_px,
         thresholds=det.thresholds,
         factor=det.pyramid_factor,
