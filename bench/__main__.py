@@ -1,6 +1,7 @@
 """End-to-end speed of the app pipeline against the naive loop, on the same clip, in one process.
 
-    python -m bench [--clip 720p|demo|otb-david|PATH] [--max-frames N] [--profile cpu|gpu|default]
+    python -m bench [--clip 720p|demo|otb-david|PATH] [--max-frames N] [--profile auto|cpu|gpu|default|cpu-before]
+                    [--versus PROFILE [--rounds N]] [--no-naive]
                     [--streams N] [--gallery DIR] [--config YAML] [--json PATH] [--readme]
 
 Pipeline: the real app (``stream.app.build_app(...).run()``) with the chosen profile, writing the
@@ -19,6 +20,12 @@ Clips (``--clip``; every frame of it unless ``--max-frames``):
 - ``otb-david``: OTB David (471 JPEG frames, 320x240) with "david" enrolled from 5 frames of
   0300-0330 (as tests/test_otb_david.py): names kept?
 - any video file or image folder (``--gallery`` for names).
+
+A/B: ``--versus PROFILE`` also runs the pipeline with another profile on the same clip, in the same
+process, alternating the two ``--rounds`` times (the machine's load drifts; compare within a run):
+``versus`` holds both medians, their ``fps_ratio`` and every round with the 1-minute load average
+before it. ``cpu-before`` is the cpu profile and tracker before issue 12. ``--no-naive`` skips the
+naive loop.
 
 ``identities_kept`` says whether the pipeline named every person the naive loop named.
 Prints one JSON object (keys ``pipeline_fps``, ``naive_fps``, ``speedup`` among others) and saves it
@@ -59,6 +66,7 @@ SOURCE_1080P = SHARED / "facenet-pytorch/examples/video.mp4"
 DAVID_FRAMES = SHARED / "otb-david/demo/David/img"
 DAVID_ENROLL = ("0300", "0308", "0315", "0322", "0330")  # as tests/test_otb_david.py
 NAMED_CLIPS = ("720p", "demo", "otb-david")
+PROFILE_CHOICES = ["auto", "default", "cpu", "gpu", "cpu-before"]
 RESULTS = REPO / "bench/results"
 README = REPO / "README.md"
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
@@ -280,7 +288,11 @@ def resolve_clip(clip: str | None, gallery: Path | None, folder: Path, max_frame
 
 
 def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
-    """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir."""
+    """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir.
+
+    ``cpu-before`` is the cpu profile and tracker before issue 12 (``bench.faces_kept.BEFORE_CPU``)
+    under the keys ``base`` sets."""
+    from bench.faces_kept import BEFORE_CPU
     from stream.config import parse_config
 
     data: dict[str, Any] = {}
@@ -288,6 +300,11 @@ def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
     if base is not None:
         data = yaml.safe_load(base.read_text()) or {}
         root = base.resolve().parent
+    if profile == "cpu-before":
+        before = yaml.safe_load(BEFORE_CPU)
+        for section, values in before.items():
+            data[section] = {**values, **data.get(section, {})} if isinstance(values, dict) else values
+        profile = before["profile"]
     data["profile"] = profile
     data["streams"] = []
     outputs = data.setdefault("outputs", {})
@@ -459,7 +476,10 @@ def machine_tag(info: dict[str, Any]) -> str:
 def save(result: dict[str, Any], explicit: Path | None) -> Path:
     clip = "".join(ch if ch.isalnum() else "-" for ch in result["clip_name"])
     streams = "" if result["streams"] == 1 else f"-x{result['streams']}"
-    name = f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}-{clip}{streams}.json"
+    versus = f"-vs-{result['versus']['profile']}" if "versus" in result else ""
+    name = (
+        f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}-{clip}{streams}{versus}.json"
+    )
     path = RESULTS / name
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2) + "\n"
@@ -468,6 +488,21 @@ def save(result: dict[str, Any], explicit: Path | None) -> Path:
         explicit.parent.mkdir(parents=True, exist_ok=True)
         explicit.write_text(text)
     return path
+
+
+def ab_summary(profile: str, other: str, rounds: list[dict[str, Any]], other_run: dict[str, Any]) -> dict[str, Any]:
+    """Median frames/s of each side over the alternated rounds, their ratio, every round."""
+    mine = [r["fps"] for r in rounds if r["profile"] == profile]
+    theirs = [r["fps"] for r in rounds if r["profile"] == other]
+    median, other_median = float(np.median(mine)), float(np.median(theirs))
+    return {
+        "profile": other,
+        "fps_median": round(other_median, 2),
+        "this_fps_median": round(median, 2),
+        "fps_ratio": round(median / other_median, 3) if other_median else None,
+        "rounds": rounds,
+        "pipeline": other_run,
+    }
 
 
 def readme_table(results: list[dict[str, Any]]) -> str:
@@ -524,8 +559,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip", default=None, help="720p (default), demo, otb-david, or a video file or image folder")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per side (default: the whole clip)")
     parser.add_argument(
-        "--profile", choices=["default", "cpu", "gpu"], default=None, help="default: gpu on CUDA else cpu"
+        "--profile",
+        choices=PROFILE_CHOICES,
+        default=None,
+        help="default: auto (gpu on CUDA else cpu); cpu-before: the cpu profile before issue 12",
     )
+    parser.add_argument(
+        "--versus", choices=PROFILE_CHOICES, default=None, help="also run the pipeline with this profile (A/B)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --versus: alternate A and B this many times")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop (naive_fps: null)")
     parser.add_argument("--streams", type=int, default=1, help="pipeline: the clip as N parallel streams")
     parser.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
     parser.add_argument("--config", type=Path, default=None, help="base config YAML (default: built-in defaults)")
@@ -533,9 +576,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's performance table")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
-    if (args.max_frames is not None and args.max_frames < 1) or args.streams < 1:
-        parser.error("--max-frames and --streams must be >= 1")
-    args.profile = args.profile or ("gpu" if torch.cuda.is_available() else "cpu")
+    if (args.max_frames is not None and args.max_frames < 1) or args.streams < 1 or args.rounds < 1:
+        parser.error("--max-frames, --streams and --rounds must be >= 1")
+    if args.profile in (None, "auto"):
+        args.profile = "gpu" if torch.cuda.is_available() else "cpu"
+    if args.versus == "auto":
+        args.versus = "gpu" if torch.cuda.is_available() else "cpu"
     return args
 
 
@@ -550,9 +596,25 @@ def main(argv: list[str] | None = None) -> int:
         sources = stream_copies(clip.path, args.streams, tmp)
         info = machine_info()
         pipe_cfg = bench_config(args.profile, args.config, tmp / "out")
-        pipeline = run_pipeline(pipe_cfg, sources, clip.gallery, args.max_frames)
-        naive_cfg = bench_config("default", args.config, tmp / "naive")
-        naive = run_naive(naive_cfg, clip.path, clip.gallery, args.max_frames)
+        versus_cfg = bench_config(args.versus, args.config, tmp / "versus") if args.versus else None
+        rounds: list[dict[str, Any]] = []
+        pipeline = versus = None
+        for _ in range(args.rounds if versus_cfg is not None else 1):
+            for name, config in ((args.profile, pipe_cfg), (args.versus, versus_cfg)):
+                if config is None:
+                    continue
+                load = round(os.getloadavg()[0], 2)
+                side = run_pipeline(config, sources, clip.gallery, args.max_frames)
+                rounds.append({"profile": name, "fps": side["fps"], "load_avg_1m_before": load})
+                if config is pipe_cfg:
+                    pipeline = pipeline or side
+                else:
+                    versus = versus or side
+        assert pipeline is not None
+        naive: dict[str, Any] = {"fps": None, "identities": [], "skipped": True}
+        if not args.no_naive:
+            naive_cfg = bench_config("default", args.config, tmp / "naive")
+            naive = run_naive(naive_cfg, clip.path, clip.gallery, args.max_frames)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
@@ -571,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         "naive": naive,
         "machine": info,
     }
+    if versus is not None:
+        result["versus"] = ab_summary(args.profile, args.versus, rounds, versus)
     print(json.dumps(result, indent=2))
     if not args.no_save:
         print(f"saved {save(result, args.json)}")

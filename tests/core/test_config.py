@@ -266,5 +266,29 @@ def test_run_py_config_shows_the_profile_values(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "profile: cpu" in out.stdout and "min_face_px: 24" in out.stdout
-    assert f"detect_width: {PROFILES['cpu']['detection']['detect_width']}" in out.stdout
+    assert f"every_n_frames: {PROFILES['cpu']['detection']['every_n_frames']}" in out.stdout
     assert f"torch_threads: {PROFILES['cpu']['runtime']['torch_threads']}" in out.stdout
+
+
+def test_cpu_profile_values_are_pinned() -> None:
+    """The cpu profile of issue 12: detect as finely as the default, fully every 12th frame, re-find
+    known faces in between (python -m bench.faces_kept: >= 90 % of the default's faces kept)."""
+    from stream.config import PROFILES, DetectionConfig
+
+    assert PROFILES["cpu"] == {
+        "detection": {
+            "every_n_frames": 12,
+            "refine_between": True,
+            "thresholds": (0.7, 0.7, 0.7),
+            "max_batch": 1,
+            "backend": "fast",
+        },
+        "recognition": {"max_attempts_per_track": 3},
+        "outputs": {"video_preset": "superfast"},
+        "runtime": {"torch_threads": 1},
+    }
+    cpu, full = parse_config("profile: cpu\n").detection, DetectionConfig()
+    for key in ("detect_width", "min_face_px", "pyramid_factor", "edge_pad"):  # not less finely
+        assert getattr(cpu, key) == getattr(full, key), key
+    assert cpu.refine_thresholds == (0.6, 0.6)
+    assert parse_config("profile: cpu\n").tracking == parse_config("profile: default\n").tracking
