@@ -292,7 +292,7 @@ def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
 
     ``cpu-before`` is the cpu profile and tracker before issue 12 (``bench.faces_kept.BEFORE_CPU``)
     under the keys ``base`` sets."""
-    from bench.faces_kept import BEFORE_CPU
+    from bench.baseline import BEFORE_CPU
     from stream.config import parse_config
 
     data: dict[str, Any] = {}

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.baseline import BEFORE_CPU
 from stream.config import AppConfig, DetectionConfig, parse_config
 from stream.faces.detector import MtcnnDetector
 from stream.faces.images import read_bgr
@@ -73,17 +74,6 @@ STILLS = (
 VIDEO = "facenet-pytorch/examples/video.mp4"
 MIN_IOU = 0.5
 RESULTS = REPO / "bench/results"
-
-BEFORE_CPU = (
-    "profile: default\n"
-    "detection:\n  detect_width: 480\n  min_face_px: 40\n  every_n_frames: 5\n  pyramid_factor: 0.6\n"
-    "  thresholds: [0.7, 0.7, 0.7]\n  max_batch: 1\n  backend: fast\n"
-    "tracking:\n  max_age_s: 1.0\n  centre_gate: 0.0\n  hold_size_when_lost: false\n"
-    "recognition:\n  max_attempts_per_track: 4\n"
-    "outputs:\n  video_preset: superfast\n"
-    "runtime:\n  torch_threads: 1\n"
-)
-"""The whole cpu profile and the tracker before issue 12 (commit 49af991), as a config."""
 
 
 @dataclass(frozen=True)
