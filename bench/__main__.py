@@ -290,7 +290,7 @@ def resolve_clip(clip: str | None, gallery: Path | None, folder: Path, max_frame
 def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
     """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir.
 
-    ``cpu-before`` is the cpu profile and tracker before issue 12 (``bench.faces_kept.BEFORE_CPU``)
+    ``cpu-before`` is the cpu profile and tracker before issue 12 (``bench.baseline.BEFORE_CPU``)
     under the keys ``base`` sets."""
     from bench.baseline import BEFORE_CPU
     from stream.config import parse_config
@@ -507,21 +507,27 @@ def ab_summary(profile: str, other: str, rounds: list[dict[str, Any]], other_run
 
 def readme_table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| machine | date | profile | clip | streams | frames/s | naive frames/s | speedup | names (naive) | "
-        "p95 ms | faces/s detected | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| machine | date | load 1m | profile | clip | streams | frames/s | naive frames/s | speedup | names (naive) | "
+        "p95 ms | faces/s detected | peak RSS MB | A/B: other profile's frames/s (ratio) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for r in results:
         m, p = r["machine"], r["pipeline"]
         where = f"{m['gpu']} + {m['cpu_count']} CPU" if m["gpu"] else f"{m['cpu']} ({m['cpu_count']} cores)"
+        ab = r.get("versus")
+        versus = f"{ab['profile']}: {ab['fps_median']} ({ab['fps_ratio']}x)" if ab else "-"
+        speedup = f"{r['speedup']}x" if r["speedup"] else "-"
         rows.append(
-            f"| {where} | {r['date']} | {r['profile']} | {r['clip_name']} | {r['streams']} | {r['pipeline_fps']} | "
-            f"{r['naive_fps']} | {r['speedup']}x | {_names(r)} | {p['latency_p95_ms']} | {p['detections_per_s']} | "
-            f"{p['rss_peak_mb']} |"
+            f"| {where} | {r['date']} | {m.get('load_avg_1m', '-')} | {r['profile']} | {r['clip_name']} | "
+            f"{r['streams']} | {r['pipeline_fps']} | {r['naive_fps'] or '-'} | {speedup} | {_names(r)} | "
+            f"{p['latency_p95_ms']} | {p['detections_per_s']} | {p['rss_peak_mb']} | {versus} |"
         )
     note = (
         "Made by `python -m bench --readme` (JSON in bench/results/); naive = stock MTCNN.detect on every "
-        "full frame + align/embed every face, same frames, same process."
+        "full frame + align/embed every face, same frames, same process. The machine is shared: frames/s "
+        "follow the load (1-minute load average before the run); compare within a row (speedup, A/B ratio "
+        "from `--versus`, alternated in the same process), not across rows."
     )
     return "\n".join([head, *rows, "", note])
 
@@ -548,7 +554,8 @@ def update_readme(latest: dict[str, Any]) -> None:
 
 
 def _row_key(r: dict[str, Any]) -> tuple[str, ...]:
-    return (machine_tag(r["machine"]), r["profile"], r["clip_name"], str(r["streams"]))
+    m = r["machine"]
+    return (machine_tag(m), str(m.get("cpu")), str(m.get("gpu")), r["profile"], r["clip_name"], str(r["streams"]))
 
 
 # ---------------------------------------------------------------- main
