@@ -23,8 +23,9 @@ Clips (``--clip``; every frame of it unless ``--max-frames``):
 
 A/B: ``--versus PROFILE`` also runs the pipeline with another profile on the same clip, in the same
 process, alternating the two ``--rounds`` times (the machine's load drifts; compare within a run):
-``versus`` holds both medians, their ``fps_ratio`` and every round with the 1-minute load average
-before it. ``cpu-before`` is the cpu profile and tracker before issue 12. ``--no-naive`` skips the
+``versus`` holds both medians, their ``fps_ratio``, the process CPU seconds of each side and their
+``cpu_ratio`` (less sensitive to other jobs' load than frames/s), and every round with the 1-minute
+load average before it. ``cpu-before`` is the cpu profile and tracker before issue 12. ``--no-naive`` skips the
 naive loop.
 
 ``identities_kept`` says whether the pipeline named every person the naive loop named.
@@ -332,14 +333,16 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
     clocks.embed.reset()  # forget gallery enrollment (the wrapper keeps this object)
     _cuda_reset()
     with PeakRss() as rss:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         summary = app.run()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     det = config.detection
     return {
         "fps": _rate(summary.frames_processed, wall),
         "frames": summary.frames_processed,
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_frame": round(1000 * cpu / summary.frames_processed, 1) if summary.frames_processed else None,
         "detections": clocks.detect.items,
         "detections_per_s": _rate(clocks.detect.items, wall),
         "detector_calls": clocks.detect.calls,
@@ -495,11 +498,16 @@ def ab_summary(profile: str, other: str, rounds: list[dict[str, Any]], other_run
     mine = [r["fps"] for r in rounds if r["profile"] == profile]
     theirs = [r["fps"] for r in rounds if r["profile"] == other]
     median, other_median = float(np.median(mine)), float(np.median(theirs))
+    cpu = float(np.median([r["cpu_s"] for r in rounds if r["profile"] == profile]))
+    other_cpu = float(np.median([r["cpu_s"] for r in rounds if r["profile"] == other]))
     return {
         "profile": other,
         "fps_median": round(other_median, 2),
         "this_fps_median": round(median, 2),
         "fps_ratio": round(median / other_median, 3) if other_median else None,
+        "cpu_s_median": round(other_cpu, 2),
+        "this_cpu_s_median": round(cpu, 2),
+        "cpu_ratio": round(cpu / other_cpu, 3) if other_cpu else None,
         "rounds": rounds,
         "pipeline": other_run,
     }
@@ -612,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 load = round(os.getloadavg()[0], 2)
                 side = run_pipeline(config, sources, clip.gallery, args.max_frames)
-                rounds.append({"profile": name, "fps": side["fps"], "load_avg_1m_before": load})
+                rounds.append(
+                    {"profile": name, "fps": side["fps"], "cpu_s": side["cpu_s"], "load_avg_1m_before": load}
+                )
                 if config is pipe_cfg:
                     pipeline = pipeline or side
                 else:
