@@ -66,6 +66,8 @@ def test_bench_ab_runs_both_profiles_alternately_on_the_same_frames(tmp_path: Pa
     assert ab["profile"] == "cpu-before" and r["naive_fps"] is None and r["naive"]["skipped"]
     assert [x["profile"] for x in ab["rounds"]] == ["cpu", "cpu-before"] * 2
     assert all(x["fps"] > 0 and x["load_avg_1m_before"] >= 0 for x in ab["rounds"])
-    assert ab["fps_ratio"] == round(ab["this_fps_median"] / ab["fps_median"], 3)
+    assert ab["fps_ratio"] == pytest.approx(ab["this_fps_median"] / ab["fps_median"], abs=2e-3)
+    assert ab["cpu_ratio"] == pytest.approx(ab["this_cpu_s_median"] / ab["cpu_s_median"], rel=0.1)  # from unrounded
+    assert all(x["cpu_s"] > 0 for x in ab["rounds"])
     assert ab["pipeline"]["frames"] == r["pipeline"]["frames"] == 12
     assert ab["pipeline"]["settings"]["every_n_frames"] == 5 and ab["pipeline"]["settings"]["detect_width"] == 480
