@@ -165,7 +165,9 @@ def log_profile(config: AppConfig, stills: bool) -> None:
         log.info("still images: full-quality detection whatever the profile (%s)", how)
     else:
         every = "every frame" if det.every_n_frames == 1 else f"every {det.every_n_frames} frames"
-        log.info("video: detect %s (%s), tracker in between; gallery photos at full quality", every, how)
+        between = "known faces re-found" if det.refine_between else "the tracker predicts"
+        between = "" if det.every_n_frames == 1 else f", {between} in between"
+        log.info("video: full detection %s (%s)%s; gallery photos at full quality", every, how, between)
 
 
 def _set_torch_threads(count: int) -> None:

@@ -25,7 +25,10 @@ def test_first_log_lines_name_the_profile_and_why(caplog: pytest.LogCaptureFixtu
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "profile: cpu (auto: no CUDA device)"
     det = config.detection
-    assert lines[1].startswith(f"video: detect every {det.every_n_frames} frames (min face {det.min_face_px} px")
+    assert lines[1].startswith(
+        f"video: full detection every {det.every_n_frames} frames (min face {det.min_face_px} px"
+    )
+    assert "known faces re-found in between" in lines[1]
     assert lines[2] == "profile: cpu (auto: no CUDA device)"
     assert lines[3].startswith("still images: full-quality detection whatever the profile (min face 20 px")
 
