@@ -1,6 +1,7 @@
 """End-to-end speed of the app pipeline against the naive loop, on the same clip, in one process.
 
-    python -m bench [--clip 720p|demo|otb-david|PATH] [--max-frames N] [--profile cpu|gpu|default]
+    python -m bench [--clip 720p|demo|otb-david|PATH] [--max-frames N] [--profile auto|cpu|gpu|default|cpu-before]
+                    [--versus PROFILE [--rounds N]] [--no-naive]
                     [--streams N] [--gallery DIR] [--config YAML] [--json PATH] [--readme]
 
 Pipeline: the real app (``stream.app.build_app(...).run()``) with the chosen profile, writing the
@@ -19,6 +20,13 @@ Clips (``--clip``; every frame of it unless ``--max-frames``):
 - ``otb-david``: OTB David (471 JPEG frames, 320x240) with "david" enrolled from 5 frames of
   0300-0330 (as tests/test_otb_david.py): names kept?
 - any video file or image folder (``--gallery`` for names).
+
+A/B: ``--versus PROFILE`` also runs the pipeline with another profile on the same clip, in the same
+process, alternating the two ``--rounds`` times (the machine's load drifts; compare within a run):
+``versus`` holds both medians, their ``fps_ratio``, the process CPU seconds of each side and their
+``cpu_ratio`` (less sensitive to other jobs' load than frames/s), and every round with the 1-minute
+load average before it. ``cpu-before`` is the cpu profile and tracker before issue 12. ``--no-naive`` skips the
+naive loop.
 
 ``identities_kept`` says whether the pipeline named every person the naive loop named.
 Prints one JSON object (keys ``pipeline_fps``, ``naive_fps``, ``speedup`` among others) and saves it
@@ -59,6 +67,7 @@ SOURCE_1080P = SHARED / "facenet-pytorch/examples/video.mp4"
 DAVID_FRAMES = SHARED / "otb-david/demo/David/img"
 DAVID_ENROLL = ("0300", "0308", "0315", "0322", "0330")  # as tests/test_otb_david.py
 NAMED_CLIPS = ("720p", "demo", "otb-david")
+PROFILE_CHOICES = ["auto", "default", "cpu", "gpu", "cpu-before"]
 RESULTS = REPO / "bench/results"
 README = REPO / "README.md"
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
@@ -120,11 +129,13 @@ class StageClock:
 
 
 class TimedDetector:
-    """A ``FaceDetector`` that counts the time and faces of the detector it wraps."""
+    """A ``FaceDetector`` that counts the time and faces of the detector it wraps (full detections
+    into ``clock``, re-finding known faces between them into ``refine_clock``)."""
 
-    def __init__(self, inner: FaceDetector, clock: StageClock) -> None:
+    def __init__(self, inner: FaceDetector, clock: StageClock, refine_clock: StageClock | None = None) -> None:
         self._inner = inner
         self._detect = clock.wrap(inner.detect, _faces_in_batch)
+        self._refine = (refine_clock or StageClock()).wrap(inner.refine, _faces_in_batch)
 
     @property
     def batch_fallbacks(self) -> int:
@@ -136,6 +147,10 @@ class TimedDetector:
 
     def detect_one(self, image: np.ndarray) -> FaceDetections:
         return self._inner.detect_one(image)
+
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        out: list[FaceDetections] = self._refine(frames, known)
+        return out
 
 
 class TimedEmbedder:
@@ -153,6 +168,7 @@ class TimedEmbedder:
 @dataclass
 class Clocks:
     detect: StageClock = field(default_factory=StageClock)
+    refine: StageClock = field(default_factory=StageClock)
     embed: StageClock = field(default_factory=StageClock)
 
 
@@ -160,7 +176,10 @@ def timed_models(config: AppConfig, clocks: Clocks) -> Models:
     """The app's detector and embedder, wrapped to count their time into ``clocks``."""
     models = build_models(config, MODEL_OVERRIDES)
     return Models(
-        TimedDetector(models.detector, clocks.detect), TimedEmbedder(models.embedder, clocks.embed), models.batch_size
+        TimedDetector(models.detector, clocks.detect, clocks.refine),
+        TimedEmbedder(models.embedder, clocks.embed),
+        models.batch_size,
+        models.still_detector,
     )
 
 
@@ -270,7 +289,11 @@ def resolve_clip(clip: str | None, gallery: Path | None, folder: Path, max_frame
 
 
 def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
-    """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir."""
+    """The config the bench runs: ``base`` (or built-in defaults) with ``profile`` and a temp output dir.
+
+    ``cpu-before`` is the cpu profile and tracker before issue 12 (``bench.baseline.BEFORE_CPU``)
+    under the keys ``base`` sets."""
+    from bench.baseline import BEFORE_CPU
     from stream.config import parse_config
 
     data: dict[str, Any] = {}
@@ -278,6 +301,11 @@ def bench_config(profile: str, base: Path | None, out_dir: Path) -> Any:
     if base is not None:
         data = yaml.safe_load(base.read_text()) or {}
         root = base.resolve().parent
+    if profile == "cpu-before":
+        before = yaml.safe_load(BEFORE_CPU)
+        for section, values in before.items():
+            data[section] = {**values, **data.get(section, {})} if isinstance(values, dict) else values
+        profile = before["profile"]
     data["profile"] = profile
     data["streams"] = []
     outputs = data.setdefault("outputs", {})
@@ -305,20 +333,27 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
     clocks.embed.reset()  # forget gallery enrollment (the wrapper keeps this object)
     _cuda_reset()
     with PeakRss() as rss:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         summary = app.run()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     det = config.detection
     return {
         "fps": _rate(summary.frames_processed, wall),
         "frames": summary.frames_processed,
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_frame": round(1000 * cpu / summary.frames_processed, 1) if summary.frames_processed else None,
         "detections": clocks.detect.items,
         "detections_per_s": _rate(clocks.detect.items, wall),
         "detector_calls": clocks.detect.calls,
+        "refine_calls": clocks.refine.calls,
         "embeddings": clocks.embed.items,
         "embeddings_per_s": _rate(clocks.embed.items, wall),
-        "stage_s": {"detect": round(clocks.detect.seconds, 2), "embed": round(clocks.embed.seconds, 2)},
+        "stage_s": {
+            "detect": round(clocks.detect.seconds, 2),
+            "refine": round(clocks.refine.seconds, 2),
+            "embed": round(clocks.embed.seconds, 2),
+        },
         "latency_p50_ms": summary.latency_p50_ms and round(summary.latency_p50_ms, 1),
         "latency_p95_ms": summary.latency_p95_ms and round(summary.latency_p95_ms, 1),
         "tracks": summary.tracks,
@@ -329,6 +364,7 @@ def run_pipeline(config: Any, sources: tuple[str, ...], gallery: Path | None, ma
         "settings": {
             "detect_width": det.detect_width,
             "every_n_frames": det.every_n_frames,
+            "refine_between": det.refine_between,
             "min_face_px": det.min_face_px,
             "max_batch": det.max_batch,
             "precision": config.recognition.precision,
@@ -443,7 +479,10 @@ def machine_tag(info: dict[str, Any]) -> str:
 def save(result: dict[str, Any], explicit: Path | None) -> Path:
     clip = "".join(ch if ch.isalnum() else "-" for ch in result["clip_name"])
     streams = "" if result["streams"] == 1 else f"-x{result['streams']}"
-    name = f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}-{clip}{streams}.json"
+    versus = f"-vs-{result['versus']['profile']}" if "versus" in result else ""
+    name = (
+        f"pipeline-{result['date']}-{machine_tag(result['machine'])}-{result['profile']}-{clip}{streams}{versus}.json"
+    )
     path = RESULTS / name
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2) + "\n"
@@ -454,23 +493,49 @@ def save(result: dict[str, Any], explicit: Path | None) -> Path:
     return path
 
 
+def ab_summary(profile: str, other: str, rounds: list[dict[str, Any]], other_run: dict[str, Any]) -> dict[str, Any]:
+    """Median frames/s of each side over the alternated rounds, their ratio, every round."""
+    mine = [r["fps"] for r in rounds if r["profile"] == profile]
+    theirs = [r["fps"] for r in rounds if r["profile"] == other]
+    median, other_median = float(np.median(mine)), float(np.median(theirs))
+    cpu = float(np.median([r["cpu_s"] for r in rounds if r["profile"] == profile]))
+    other_cpu = float(np.median([r["cpu_s"] for r in rounds if r["profile"] == other]))
+    return {
+        "profile": other,
+        "fps_median": round(other_median, 2),
+        "this_fps_median": round(median, 2),
+        "fps_ratio": round(median / other_median, 3) if other_median else None,
+        "cpu_s_median": round(other_cpu, 2),
+        "this_cpu_s_median": round(cpu, 2),
+        "cpu_ratio": round(cpu / other_cpu, 3) if other_cpu else None,
+        "rounds": rounds,
+        "pipeline": other_run,
+    }
+
+
 def readme_table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| machine | date | profile | clip | streams | frames/s | naive frames/s | speedup | names (naive) | "
-        "p95 ms | faces/s detected | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| machine | date | load 1m | profile | clip | streams | frames/s | naive frames/s | speedup | names (naive) | "
+        "p95 ms | faces/s detected | peak RSS MB | A/B: other profile's frames/s (ratio) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for r in results:
         m, p = r["machine"], r["pipeline"]
         where = f"{m['gpu']} + {m['cpu_count']} CPU" if m["gpu"] else f"{m['cpu']} ({m['cpu_count']} cores)"
+        ab = r.get("versus")
+        versus = f"{ab['profile']}: {ab['fps_median']} ({ab['fps_ratio']}x)" if ab else "-"
+        speedup = f"{r['speedup']}x" if r["speedup"] else "-"
         rows.append(
-            f"| {where} | {r['date']} | {r['profile']} | {r['clip_name']} | {r['streams']} | {r['pipeline_fps']} | "
-            f"{r['naive_fps']} | {r['speedup']}x | {_names(r)} | {p['latency_p95_ms']} | {p['detections_per_s']} | "
-            f"{p['rss_peak_mb']} |"
+            f"| {where} | {r['date']} | {m.get('load_avg_1m', '-')} | {r['profile']} | {r['clip_name']} | "
+            f"{r['streams']} | {r['pipeline_fps']} | {r['naive_fps'] or '-'} | {speedup} | {_names(r)} | "
+            f"{p['latency_p95_ms']} | {p['detections_per_s']} | {p['rss_peak_mb']} | {versus} |"
         )
     note = (
         "Made by `python -m bench --readme` (JSON in bench/results/); naive = stock MTCNN.detect on every "
-        "full frame + align/embed every face, same frames, same process."
+        "full frame + align/embed every face, same frames, same process. The machine is shared: frames/s "
+        "follow the load (1-minute load average before the run); compare within a row (speedup, A/B ratio "
+        "from `--versus`, alternated in the same process), not across rows."
     )
     return "\n".join([head, *rows, "", note])
 
@@ -497,7 +562,8 @@ def update_readme(latest: dict[str, Any]) -> None:
 
 
 def _row_key(r: dict[str, Any]) -> tuple[str, ...]:
-    return (machine_tag(r["machine"]), r["profile"], r["clip_name"], str(r["streams"]))
+    m = r["machine"]
+    return (machine_tag(m), str(m.get("cpu")), str(m.get("gpu")), r["profile"], r["clip_name"], str(r["streams"]))
 
 
 # ---------------------------------------------------------------- main
@@ -508,8 +574,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip", default=None, help="720p (default), demo, otb-david, or a video file or image folder")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per side (default: the whole clip)")
     parser.add_argument(
-        "--profile", choices=["default", "cpu", "gpu"], default=None, help="default: gpu on CUDA else cpu"
+        "--profile",
+        choices=PROFILE_CHOICES,
+        default=None,
+        help="default: auto (gpu on CUDA else cpu); cpu-before: the cpu profile before issue 12",
     )
+    parser.add_argument(
+        "--versus", choices=PROFILE_CHOICES, default=None, help="also run the pipeline with this profile (A/B)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --versus: alternate A and B this many times")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop (naive_fps: null)")
     parser.add_argument("--streams", type=int, default=1, help="pipeline: the clip as N parallel streams")
     parser.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
     parser.add_argument("--config", type=Path, default=None, help="base config YAML (default: built-in defaults)")
@@ -517,9 +591,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's performance table")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
-    if (args.max_frames is not None and args.max_frames < 1) or args.streams < 1:
-        parser.error("--max-frames and --streams must be >= 1")
-    args.profile = args.profile or ("gpu" if torch.cuda.is_available() else "cpu")
+    if (args.max_frames is not None and args.max_frames < 1) or args.streams < 1 or args.rounds < 1:
+        parser.error("--max-frames, --streams and --rounds must be >= 1")
+    if args.profile in (None, "auto"):
+        args.profile = "gpu" if torch.cuda.is_available() else "cpu"
+    if args.versus == "auto":
+        args.versus = "gpu" if torch.cuda.is_available() else "cpu"
     return args
 
 
@@ -534,9 +611,27 @@ def main(argv: list[str] | None = None) -> int:
         sources = stream_copies(clip.path, args.streams, tmp)
         info = machine_info()
         pipe_cfg = bench_config(args.profile, args.config, tmp / "out")
-        pipeline = run_pipeline(pipe_cfg, sources, clip.gallery, args.max_frames)
-        naive_cfg = bench_config("default", args.config, tmp / "naive")
-        naive = run_naive(naive_cfg, clip.path, clip.gallery, args.max_frames)
+        versus_cfg = bench_config(args.versus, args.config, tmp / "versus") if args.versus else None
+        rounds: list[dict[str, Any]] = []
+        pipeline = versus = None
+        for _ in range(args.rounds if versus_cfg is not None else 1):
+            for name, config in ((args.profile, pipe_cfg), (args.versus, versus_cfg)):
+                if config is None:
+                    continue
+                load = round(os.getloadavg()[0], 2)
+                side = run_pipeline(config, sources, clip.gallery, args.max_frames)
+                rounds.append(
+                    {"profile": name, "fps": side["fps"], "cpu_s": side["cpu_s"], "load_avg_1m_before": load}
+                )
+                if config is pipe_cfg:
+                    pipeline = pipeline or side
+                else:
+                    versus = versus or side
+        assert pipeline is not None
+        naive: dict[str, Any] = {"fps": None, "identities": [], "skipped": True}
+        if not args.no_naive:
+            naive_cfg = bench_config("default", args.config, tmp / "naive")
+            naive = run_naive(naive_cfg, clip.path, clip.gallery, args.max_frames)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
@@ -555,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         "naive": naive,
         "machine": info,
     }
+    if versus is not None:
+        result["versus"] = ab_summary(args.profile, args.versus, rounds, versus)
     print(json.dumps(result, indent=2))
     if not args.no_save:
         print(f"saved {save(result, args.json)}")

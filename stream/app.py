@@ -120,7 +120,7 @@ def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Match
     if not gallery_dir.is_dir():
         log.warning("gallery %s not found: every face will be unknown", gallery_dir)
         return gallery_matcher(Gallery(model_id, (), ()), rec)
-    gallery = enroll(gallery_dir, models, use_cache=config.gallery.cache, progress=False)
+    gallery = enroll(gallery_dir, models.for_stills(), use_cache=config.gallery.cache, progress=False)
     if not gallery.people:
         log.warning("gallery %s has nobody enrolled: every face will be unknown", gallery_dir)
     else:
@@ -262,7 +262,9 @@ def build_app(
     opened.store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
     try:
         built = models or build_models(config, overrides or ModelOverrides())
-        own: Models | Callable[[], Models] = models or (lambda: build_models(config, overrides or ModelOverrides()))
+        own: Models | Callable[[], Models] = (
+            models.for_stills() if models else (lambda: build_models(config, overrides or ModelOverrides(), stills=True))
+        )
         return _wire(config, options, opened, built, embed_off_path, own)
     except BaseException:
         close_quietly(opened.store, "event store", level=logging.WARNING)
@@ -293,7 +295,7 @@ def _wire(
     first change: the pipeline's belong to its threads; models passed in by tests are shared)."""
     gallery_dir = opened.gallery_override or config.gallery.dir
     library = build_library(config, gallery_dir, library_models, models.embedder.model_id)
-    matcher = library.load(models)  # enrolled with the pipeline's models, before its threads start
+    matcher = library.load(models.for_stills())  # the pipeline's models (still-image detector), before its threads start
     streams, paths = opened.streams, opened.paths
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in opened.sources}
     files_only = all(s.effective_mode == "file" for s in streams)
@@ -323,7 +325,7 @@ def _wire(
         models.detector,
         recogniser,
         writers,
-        PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames),
+        PipelineSettings(det.max_batch, det.max_wait_ms, det.every_n_frames, options.max_frames, det.refine_between),
         stop=stop,
         live=live,
         embed_worker=worker,

@@ -171,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     web = _web_config(config, args.web) if args.web is not None else None
     setup_logging(config.runtime.log_level)
+    log_profile(config, stills=False)
     _set_torch_threads(config.runtime.torch_threads)
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames: must be >= 1, got {args.max_frames}")
@@ -229,8 +230,24 @@ def _build_models(config: AppConfig, args: argparse.Namespace) -> Models:
     from stream.commands.models import model_overrides
     from stream.faces.models import build_models
 
+    log_profile(config, stills=True)
     _set_torch_threads(config.runtime.torch_threads)
-    return build_models(config, model_overrides(args))
+    return build_models(config, model_overrides(args), stills=True)
+
+
+def log_profile(config: AppConfig, stills: bool) -> None:
+    """The first log lines of a command: the profile in use and why, and how it detects faces."""
+    log.info("profile: %s", config.profile_note)
+    det = config.still_detection() if stills else config.detection
+    width = "full size" if det.detect_width is None else f"{det.detect_width} px wide"
+    how = f"min face {det.min_face_px} px, on a copy {width}, pyramid factor {det.pyramid_factor}"
+    if stills:
+        log.info("still images: full-quality detection whatever the profile (%s)", how)
+    else:
+        every = "every frame" if det.every_n_frames == 1 else f"every {det.every_n_frames} frames"
+        between = "known faces re-found" if det.refine_between else "the tracker predicts"
+        between = "" if det.every_n_frames == 1 else f", {between} in between"
+        log.info("video: full detection %s (%s)%s; gallery photos at full quality", every, how, between)
 
 
 def _set_torch_threads(count: int) -> None:

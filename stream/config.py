@@ -16,13 +16,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from stream.logs import mask_secrets
 from trackers import TrackerSettings
 
 __all__ = [
     "PROFILES",
+    "STILL_DETECTION_KEYS",
     "AppConfig",
     "ConfigError",
     "DetectionConfig",
@@ -37,6 +49,8 @@ __all__ = [
     "is_loopback",
     "load_config",
     "parse_config",
+    "probe_cuda",
+    "resolve_profile",
 ]
 
 
@@ -111,7 +125,20 @@ class DetectionConfig(_Strict):
         20.0, ge=0.0, le=1000.0, description="Longest wait to fill a batch before running it anyway."
     )
     every_n_frames: int = Field(
-        1, ge=1, le=60, description="Run detection on every Nth frame; the tracker predicts in between."
+        1,
+        ge=1,
+        le=60,
+        description="Run a full detection on every Nth frame; in between the tracker predicts (or, with "
+        "refine_between, the faces already found are re-found).",
+    )
+    refine_between: bool = Field(
+        False,
+        description="On the frames between full detections, re-find the faces of the previous frame with "
+        "MTCNN's R- and O-Net only (a few ms; no new faces), so the tracker measures every known face on "
+        "every frame.",
+    )
+    refine_thresholds: tuple[Probability, Probability] = Field(
+        (0.6, 0.6), description="R-Net, O-Net score thresholds of that re-finding (faces already found)."
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
 
@@ -119,7 +146,13 @@ class DetectionConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    max_age_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen this long is removed.")
+    max_age_s: float = Field(
+        1.5,
+        gt=0.0,
+        le=60.0,
+        description="A track unseen this long is removed (1.5: a face hidden behind another for under 1 s, "
+        "plus the frames where it is half hidden, keeps its ID).",
+    )
     min_confirm_s: float = Field(
         0.2, ge=0.0, le=10.0, description="A new track must be seen this long before it is shown."
     )
@@ -137,6 +170,19 @@ class TrackingConfig(_Strict):
     )
     measurement_noise: float = Field(
         0.05, gt=0.0, le=1.0, description="Detector box jitter as a fraction of the box size."
+    )
+    centre_gate: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="Third association pass for what IoU left (small or fast faces, detection every few "
+        "frames): most centre distance in track-box sizes (0: off).",
+    )
+    max_scale_change: float = Field(
+        1.5, ge=1.0, le=10.0, description="...and most size ratio between the track and the detection."
+    )
+    hold_size_when_lost: bool = Field(
+        True, description="A track that loses its face keeps its size (moving on) until it is seen again."
     )
 
     def tracker_settings(self) -> TrackerSettings:
@@ -322,22 +368,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-Profile = Literal["default", "cpu", "gpu"]
+Profile = Literal["auto", "default", "cpu", "gpu"]
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
-    # Chosen with `python -m bench` on a shared 2-core CPU (720p25 clip): see README "Performance".
+    # Chosen with `python -m bench` and `python -m bench.faces_kept` on a shared 2-core CPU (720p25
+    # clip): see README "Profiles". Detect as finely as the default (same width, min face and
+    # pyramid; P-Net threshold 0.7), but fully only every 12th frame; in between, the faces already
+    # found are re-found with R-/O-Net alone and the tracker follows them.
     "cpu": {
         "detection": {
-            "detect_width": 480,
-            "min_face_px": 40,
-            "every_n_frames": 5,
-            "pyramid_factor": 0.6,
+            "every_n_frames": 12,
+            "refine_between": True,
             "thresholds": (0.7, 0.7, 0.7),
             "max_batch": 1,
             "backend": "fast",
         },
-        "recognition": {"max_attempts_per_track": 4},
+        "recognition": {"max_attempts_per_track": 3},
         "outputs": {"video_preset": "superfast"},
         "runtime": {"torch_threads": 1},
     },
@@ -349,6 +396,72 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 """Preset values per ``profile``; they fill only the keys the user did not set."""
 
+STILL_DETECTION_KEYS = ("min_face_px", "thresholds", "pyramid_factor", "detect_width", "edge_pad")
+"""The ``detection`` keys that decide which faces are found. Still-image commands (embed, verify,
+enroll, identify, calibrate, and gallery enrolment in ``run``) take these from the built-in
+defaults, not from the profile; keys set in the config file still win."""
+
+CudaProbe = tuple[bool, str]
+"""(a CUDA device is usable, why): what ``profile: auto`` decides on."""
+
+
+def probe_cuda() -> CudaProbe:
+    """Whether torch can use a CUDA device, and a short reason; imports torch (only when called)."""
+    import warnings
+
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a hard dependency of the app
+        return False, f"torch not importable ({exc})"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            available = torch.cuda.is_available() and torch.cuda.device_count() > 0
+            name = torch.cuda.get_device_name(0) if available else ""
+        except Exception as exc:  # any driver or runtime failure means "not usable"
+            return False, f"CUDA unusable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if available:
+        return True, f"CUDA device {name}"
+    problems = [str(w.message).splitlines()[0] for w in caught if "CUDA" in str(w.message)]
+    return False, f"CUDA unusable: {problems[0]}" if problems else "no CUDA device"
+
+
+def resolve_profile(data: dict[str, Any], cuda: CudaProbe | None = None) -> tuple[Any, str]:
+    """(profile name, why) for a raw config mapping; ``auto`` becomes cpu or gpu.
+
+    auto picks cpu when ``detection.device`` and ``recognition.device`` are both set to cpu, or when no
+    CUDA device is usable (``cuda``, else ``probe_cuda()``), and gpu otherwise. Any other value is
+    returned as it is (a bad one is then rejected by the field validator).
+    """
+    name = data.get("profile", "auto")
+    if name != "auto":
+        return name, "set in the config"
+    devices = [_section_value(data, section, "device") for section in ("detection", "recognition")]
+    if devices == ["cpu", "cpu"]:
+        return "cpu", "auto: detection.device and recognition.device are cpu"
+    available, why = cuda if cuda is not None else probe_cuda()
+    return ("gpu" if available else "cpu"), f"auto: {why}"
+
+
+def _section_value(data: dict[str, Any], section: str, key: str) -> Any:
+    given = data.get(section)
+    if isinstance(given, dict):
+        return given.get(key)
+    if isinstance(given, BaseModel) and key in given.model_fields_set:
+        return getattr(given, key)
+    return None
+
+
+def _explicit_keys(data: dict[str, Any]) -> frozenset[str]:
+    """``section.key`` for every key the user set (in a mapping, or on a model they passed)."""
+    keys: set[str] = set()
+    for section, given in data.items():
+        if isinstance(given, dict):
+            keys.update(f"{section}.{key}" for key in given)
+        elif isinstance(given, BaseModel):
+            keys.update(f"{section}.{key}" for key in given.model_fields_set)
+    return frozenset(keys)
+
 
 def _preset_text(profile: str) -> str:
     return ", ".join(
@@ -359,8 +472,8 @@ def _preset_text(profile: str) -> str:
 def apply_profile(data: Any) -> Any:
     """Raw config mapping → the same with the profile's presets filled in where a key is unset.
 
-    Anything that is not a mapping (or an unknown profile) is passed through for the field
-    validators to reject with their usual message.
+    Anything that is not a mapping (or an unknown profile, or ``auto``: see ``resolve_profile``) is
+    passed through for the field validators to reject with their usual message.
     """
     if not isinstance(data, dict):
         return data
@@ -372,7 +485,7 @@ def apply_profile(data: Any) -> Any:
     for section, values in preset.items():
         given = filled.get(section, {})
         if not isinstance(given, dict):
-            continue  # a bad section: the field validator names it
+            continue  # a bad section, or a model passed in code (taken as it is): the validator decides
         filled[section] = {**values, **given}
     return filled
 
@@ -387,14 +500,44 @@ class AppConfig(_Strict):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Process settings.")
     web: WebConfig = Field(default_factory=WebConfig, description="The web app (run.py serve, --web).")
     profile: Profile = Field(
-        "default",
-        description="Preset for unset keys. cpu: " + _preset_text("cpu") + "; gpu: " + _preset_text("gpu") + ".",
+        "auto",
+        description="Preset for unset keys (keys you set win). auto: cpu when no CUDA device is usable (or "
+        "both devices are set to cpu), else gpu; the choice and why are logged first. default: the "
+        "built-in values. cpu: " + _preset_text("cpu") + "; gpu: " + _preset_text("gpu") + ". Still-image "
+        "commands and gallery enrolment detect with the built-in " + ", ".join(STILL_DETECTION_KEYS) + " "
+        "whatever the profile. The effective config shows the resolved name.",
     )
 
-    @model_validator(mode="before")
+    _profile_reason: str = PrivateAttr("set in the config")
+    _explicit: frozenset[str] = PrivateAttr(frozenset())
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _fill_from_profile(cls, data: Any) -> Any:
-        return apply_profile(data)
+    def _fill_from_profile(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AppConfig], info: ValidationInfo
+    ) -> AppConfig:
+        if not isinstance(data, dict):
+            return handler(data)
+        cuda = (info.context or {}).get("cuda")
+        name, reason = resolve_profile(data, cuda)
+        config = handler(apply_profile({**data, "profile": name}))
+        config._profile_reason = reason
+        config._explicit = _explicit_keys(data)
+        return config
+
+    @property
+    def profile_note(self) -> str:
+        """The profile in use and why, e.g. ``cpu (auto: no CUDA device)``."""
+        return f"{self.profile} ({self._profile_reason})"
+
+    def still_detection(self) -> DetectionConfig:
+        """``detection`` for still images: ``STILL_DETECTION_KEYS`` at their built-in defaults unless
+        set in the config; the rest (backend, device, batching) as for video."""
+        defaults = DetectionConfig()
+        reset = {
+            key: getattr(defaults, key) for key in STILL_DETECTION_KEYS if f"detection.{key}" not in self._explicit
+        }
+        return self.detection.model_copy(update=reset)
 
     @field_validator("streams")
     @classmethod
@@ -450,26 +593,32 @@ def _device(value: str) -> str:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def load_config(path: Path, environ: dict[str, str] | None = None) -> AppConfig:
-    """Read, substitute and validate a YAML config file; relative paths resolve next to it."""
+def load_config(path: Path, environ: dict[str, str] | None = None, cuda: CudaProbe | None = None) -> AppConfig:
+    """Read, substitute and validate a YAML config file; relative paths resolve next to it.
+
+    ``cuda`` stands in for ``probe_cuda()`` when resolving ``profile: auto`` (tests)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    return parse_config(text, source=str(path), environ=environ).resolve_paths(path.resolve().parent)
+    return parse_config(text, source=str(path), environ=environ, cuda=cuda).resolve_paths(path.resolve().parent)
 
 
-def parse_config(text: str, source: str = "<config>", environ: dict[str, str] | None = None) -> AppConfig:
-    """Validate YAML text; paths stay as written (see ``AppConfig.resolve_paths``)."""
+def parse_config(
+    text: str, source: str = "<config>", environ: dict[str, str] | None = None, cuda: CudaProbe | None = None
+) -> AppConfig:
+    """Validate YAML text; paths stay as written (see ``AppConfig.resolve_paths``).
+
+    ``cuda`` stands in for ``probe_cuda()`` when resolving ``profile: auto`` (tests)."""
     data = _parse_yaml(text, source)
     try:
         data = _substitute(data, os.environ if environ is None else environ, path="")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     try:
-        return AppConfig.model_validate(data)
+        return AppConfig.model_validate(data, context={"cuda": cuda})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
 

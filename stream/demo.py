@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ __all__ = [
     "make_demo_clip",
     "make_demo_gallery",
     "prepare_demo",
+    "render_frames",
     "scene",
 ]
 
@@ -284,16 +285,26 @@ def _covered(
 def _frames(seconds: float, fps: int, size: tuple[int, int], seed: int) -> Iterator[np.ndarray]:
     """The clip's frames, HxWx3 uint8 BGR."""
     count = round(seconds * fps)
-    times = [i / fps for i in range(count)]
+    yield from render_frames([scene(i / fps, seconds, size) for i in range(count)], size, seed)
+
+
+def render_frames(
+    placements: Sequence[Sequence[Placement]], size: tuple[int, int] = (960, 540), seed: int = 0
+) -> Iterator[np.ndarray]:
+    """Frames (HxWx3 uint8 BGR, ``size`` = width, height) of the demo people placed as given, one
+    sequence of placements per frame, drawn back to front over the demo backdrop of ``seed``.
+
+    For other scenes than ``scene``'s, e.g. one face passing behind another (tests, benchmarks).
+    """
     largest = {EILEEN: 0.0, HOPPER: 0.0}
-    for t in times:
-        for place in scene(t, seconds, size):
+    for frame_places in placements:
+        for place in frame_places:
             largest[place.person] = max(largest[place.person], place.face_h)
-    sprites = _sprites(largest)
+    sprites = _sprites({person: height or 1.0 for person, height in largest.items()})
     backdrop = _background(size, seed)
-    for t in times:
+    for frame_places in placements:
         frame = backdrop.copy()
-        for place in scene(t, seconds, size):
+        for place in frame_places:
             _composite(frame, sprites[place.person], place)
         yield frame
 

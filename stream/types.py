@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,6 +109,17 @@ class FaceDetections:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence[FaceDetections]) -> FaceDetections:
+        """The faces of every part, in order (duplicates kept)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            landmarks=np.concatenate([p.landmarks for p in parts]),
+        )
 
     def select(self, index: np.ndarray | slice | list[int]) -> FaceDetections:
         """Return the subset picked by an index array, boolean mask or slice."""

@@ -80,8 +80,10 @@ def rtsp_server_available() -> None:
 
 def app_config_text(tmp_path: Path) -> str:
     """Config YAML for app tests: outputs under tmp_path, the repo's checkpoints/ (FaceNet converted
-    once), and a missing AdaFace checkpoint so the offline FaceNet is used."""
+    once), and a missing AdaFace checkpoint so the offline FaceNet is used. ``profile: default``
+    keeps the tests' figures the same on machines with and without CUDA (``auto`` picks per machine)."""
     return (
+        "profile: default\n"
         f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {tmp_path / 'none.ckpt'}\n"
         f"outputs:\n  dir: {tmp_path / 'rec'}\n"
     )

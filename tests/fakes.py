@@ -114,6 +114,10 @@ class CountingDetector:
         self.images += 1
         return self.inner.detect_one(image)
 
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        self.refined = getattr(self, "refined", 0) + len(frames)
+        return list(self.inner.refine(frames, known))
+
     def reset(self) -> None:
         self.images = 0
         self.shapes_per_call.clear()
@@ -136,6 +140,9 @@ class NoFaceDetector:
 
     def detect_one(self, image: np.ndarray) -> FaceDetections:
         return FaceDetections.empty()
+
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        return [FaceDetections.empty() for _ in frames]
 
 
 class OneFaceDetector:

@@ -26,6 +26,7 @@ METRICS = (
     "motp",
     "idf1",
     "num_switches",
+    "num_fragmentations",
     "num_false_positives",
     "num_misses",
     "precision",

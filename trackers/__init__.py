@@ -5,7 +5,7 @@ It never imports the application package ``stream``. Use ``Tracker(TrackerSettin
 """
 
 from trackers.arrays import check_array, check_finite
-from trackers.association import associate, iou_matrix, valid_boxes
+from trackers.association import associate, associate_by_cost, centre_distance_matrix, iou_matrix, valid_boxes
 from trackers.kalman import BoxKalmanFilter
 from trackers.tracker import Tracker, TrackerSettings
 from trackers.types import TrackSnapshot, TrackState
@@ -17,6 +17,8 @@ __all__ = [
     "Tracker",
     "TrackerSettings",
     "associate",
+    "associate_by_cost",
+    "centre_distance_matrix",
     "check_array",
     "check_finite",
     "iou_matrix",

@@ -105,6 +105,20 @@ class BoxKalmanFilter:
         self._clamp_size()
         self._restore_if_bad(saved)
 
+    def hold_size(self) -> None:
+        """Stop the box growing or shrinking: zero the width and height rates.
+
+        For a box that is not seen (occluded, missed): its size rate is mostly detector jitter, and
+        extrapolated over a gap of a second it can halve or double the box, so the face would no
+        longer match its own track when it reappears. Position rates are kept (they carry the box
+        along its path behind an occluder).
+        """
+        self._kf.x[6:8, 0] = 0.0
+        self._kf.P[6:8, :] = 0.0
+        self._kf.P[:, 6:8] = 0.0
+        size = _size(self._kf.x[:4, 0])
+        self._kf.P[6, 6] = self._kf.P[7, 7] = (self._measurement_noise * size) ** 2
+
     def _clamp_size(self) -> None:
         x = self._kf.x
         for i in (2, 3):

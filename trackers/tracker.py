@@ -15,7 +15,9 @@ Life of a track (``t`` is the update's time, ``last_match`` the time of the trac
   confirmed in the update that creates it.
 * A TENTATIVE track that is not matched in a detection update is dropped at once (not reported).
 * CONFIRMED -> LOST when a detection update does not match it; LOST -> CONFIRMED when one does.
-  A skipped frame (``boxes=None``) changes no state.
+  A skipped frame (``boxes=None``) changes no state. With ``hold_size_when_lost`` a track that
+  becomes LOST stops growing or shrinking (its size rate is zeroed) but keeps moving, so a face
+  that passes behind another comes out with a box of its own size where its motion leads.
 * Any track with ``t - last_match > max_age_s`` is removed at the start of the update, before
   association, so it can never be revived. A removed track that had a public ID is reported once,
   in that update, with state REMOVED; then never again.
@@ -23,7 +25,13 @@ Life of a track (``t`` is the update's time, ``last_match`` the time of the trac
 Association per detection update: (1) detections with ``score >= low_score_threshold`` against all
 live tracks, by IoU and the Hungarian algorithm, keeping pairs with ``IoU >= iou_gate``; (2) if
 ``low_score_pass``, the remaining detections against the still-unmatched CONFIRMED and LOST tracks
-with ``IoU >= low_score_iou_gate`` (tentative tracks need high-score evidence). A low-score match
+with ``IoU >= low_score_iou_gate`` (tentative tracks need high-score evidence); (3) if
+``centre_gate > 0``, the high-score detections still unmatched against every still-unmatched track
+by centre distance in units of the track box's size (``sqrt(w h)``), keeping pairs within
+``centre_gate`` whose sizes differ by at most ``max_scale_change``. IoU alone loses small or fast
+faces whose box moved by more than about a third of its width between two detections (a 20 px
+face, or any face when detection runs only every few frames); the third pass catches them, after
+IoU has had its say, so overlapping faces are still told apart by IoU first. A low-score match
 extends a track exactly like a high-score one. Detections with a NaN/inf coordinate or score, or
 zero or negative width or height, are ignored: they never match and never start a track.
 """
@@ -37,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trackers.association import associate, iou_matrix, valid_boxes
+from trackers.association import associate, associate_by_cost, centre_distance_matrix, iou_matrix, valid_boxes
 from trackers.kalman import BoxKalmanFilter
 from trackers.types import TrackSnapshot, TrackState
 
@@ -65,7 +73,7 @@ class TrackerSettings:
         measurement_noise: detector jitter as a fraction of the box size.
     """
 
-    max_age_s: float = 1.0
+    max_age_s: float = 1.5
     min_confirm_s: float = 0.2
     min_hits: int = 3
     iou_gate: float = 0.3
@@ -74,6 +82,9 @@ class TrackerSettings:
     low_score_iou_gate: float = 0.5
     process_noise: float = 2.0
     measurement_noise: float = 0.05
+    centre_gate: float = 1.0
+    max_scale_change: float = 1.5
+    hold_size_when_lost: bool = True
 
     def __post_init__(self) -> None:
         _check_number("max_age_s", self.max_age_s, low=0.0, low_open=True)
@@ -87,6 +98,10 @@ class TrackerSettings:
         _check_number("low_score_iou_gate", self.low_score_iou_gate, low=0.0, low_open=True, high=1.0)
         _check_number("process_noise", self.process_noise, low=0.0, low_open=True)
         _check_number("measurement_noise", self.measurement_noise, low=0.0, low_open=True)
+        if not isinstance(self.hold_size_when_lost, bool):
+            raise ValueError(f"TrackerSettings.hold_size_when_lost: must be a bool, got {self.hold_size_when_lost!r}")
+        _check_number("centre_gate", self.centre_gate, low=0.0, high=10.0)
+        _check_number("max_scale_change", self.max_scale_change, low=1.0, high=10.0)
 
 
 def _check_number(name: str, value: object, *, low: float, low_open: bool = False, high: float | None = None) -> None:
@@ -214,7 +229,13 @@ class Tracker:
         left_tracks, left_high = self._match(self._tracks, high, dets, s.iou_gate, t)
         established = [tr for tr in left_tracks if tr.state is not TrackState.TENTATIVE]
         left_established, _ = self._match(established, low, dets, s.low_score_iou_gate, t)
-        self._mark_missed(left_established, [tr for tr in left_tracks if tr.state is TrackState.TENTATIVE])
+        left_tentative = [tr for tr in left_tracks if tr.state is TrackState.TENTATIVE]
+        if s.centre_gate > 0:
+            left = self._match_by_centre([*left_established, *left_tentative], left_high, dets, t)
+            left_tracks, left_high = left
+            left_established = [tr for tr in left_tracks if tr.state is not TrackState.TENTATIVE]
+            left_tentative = [tr for tr in left_tracks if tr.state is TrackState.TENTATIVE]
+        self._mark_missed(left_established, left_tentative)
         for index in left_high:
             self._start_track(dets, int(index), t)
 
@@ -226,6 +247,20 @@ class Tracker:
             return list(tracks), det_indices
         track_boxes = np.stack([tr.filter.box for tr in tracks])
         pairs, left_rows, left_cols = associate(iou_matrix(track_boxes, dets.boxes[det_indices]), gate)
+        for row, col in pairs:
+            self._extend(tracks[row], dets, int(det_indices[col]), t)
+        return [tracks[row] for row in left_rows], det_indices[left_cols]
+
+    def _match_by_centre(
+        self, tracks: list[_Track], det_indices: np.ndarray, dets: _Detections, t: float
+    ) -> tuple[list[_Track], np.ndarray]:
+        """Third pass: what the IoU gate left, by centre distance in track-box sizes (small, fast faces)."""
+        if not tracks or det_indices.size == 0:
+            return list(tracks), det_indices
+        s = self._settings
+        track_boxes = np.stack([tr.filter.box for tr in tracks])
+        cost = centre_distance_matrix(track_boxes, dets.boxes[det_indices], s.max_scale_change)
+        pairs, left_rows, left_cols = associate_by_cost(cost, s.centre_gate)
         for row, col in pairs:
             self._extend(tracks[row], dets, int(det_indices[col]), t)
         return [tracks[row] for row in left_rows], det_indices[left_cols]
@@ -242,6 +277,8 @@ class Tracker:
 
     def _mark_missed(self, established: list[_Track], tentative: list[_Track]) -> None:
         for track in established:
+            if track.state is not TrackState.LOST and self._settings.hold_size_when_lost:
+                track.filter.hold_size()
             track.state = TrackState.LOST
         self._tracks = [tr for tr in self._tracks if tr not in tentative]
 

@@ -28,6 +28,12 @@ MTCNN regressed it (clipping would distort the box's size and centre, which trac
 aligners rely on). Boxes with non-positive width or height, and rows with non-finite values,
 are dropped. Faces are ordered by score, best first.
 
+Refinement: ``MtcnnDetector.refine(frames, known)`` re-finds faces already known (e.g. from the
+previous frame of a video) with R-Net and O-Net only (``FastMtcnn.refine``, whatever the backend):
+no image pyramid, no new faces, a few milliseconds for a few faces. The video pipeline uses it on
+the frames between full detections (``detection.refine_between``), so the tracker gets a measured
+box and landmarks on every frame while the full search for new faces runs every few frames.
+
 Minimum face size: ``DetectorSettings.min_face_px`` is in full-frame pixels. When frames are
 detected on a copy scaled by ``s`` (``detect_width``), MTCNN gets
 ``max(12, round(min_face_px * s))``: 12 px is PNet's window, and a smaller value would make MTCNN
@@ -84,6 +90,8 @@ class DetectorSettings:
         through ``stream.faces.fast_mtcnn.FastMtcnn`` (batched candidate crops, same results
         to float rounding; see that module).
     warmup: run a dummy batch at construction so the first real frame is not slow.
+    refine_thresholds: R- and O-Net score thresholds of ``MtcnnDetector.refine``, each in (0, 1);
+        lower than a full detection's, since the candidates are faces already found.
     """
 
     min_face_px: int = 20
@@ -94,10 +102,12 @@ class DetectorSettings:
     device: str = "cpu"
     warmup: bool = True
     backend: Literal["stock", "fast"] = "stock"
+    refine_thresholds: tuple[float, float] = (0.6, 0.6)
 
     def __post_init__(self) -> None:
         _check_int("min_face_px", self.min_face_px, PNET_WINDOW_PX)
         object.__setattr__(self, "thresholds", _checked_thresholds(self.thresholds))
+        object.__setattr__(self, "refine_thresholds", _checked_pair(self.refine_thresholds))
         _check_open_unit("factor", self.factor)
         if self.detect_width is not None:
             _check_int("detect_width", self.detect_width, PNET_WINDOW_PX)
@@ -140,6 +150,14 @@ def _checked_thresholds(value: object) -> tuple[float, float, float]:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
+def _checked_pair(value: object) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(f"DetectorSettings.refine_thresholds: expected 2 numbers (R, O), got {value!r}")
+    for item in value:
+        _check_open_unit("refine_thresholds", item)
+    return (float(value[0]), float(value[1]))
+
+
 def _check_device(value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"DetectorSettings.device: expected a torch device string, got {value!r}")
@@ -176,6 +194,7 @@ class MtcnnDetector:
         self._detect_face = detect_face if detect_face is not None else stock_detect_face
         self._nets: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] = (mtcnn.pnet, mtcnn.rnet, mtcnn.onet)
         self._fast = _build_fast(self.settings, self._device, self._nets) if self.settings.backend == "fast" else None
+        self._fast_for_refine_only = False
         self.batch_fallbacks = 0
         """How many batches failed inside facenet-pytorch and were retried frame by frame."""
         if self.settings.warmup:
@@ -198,6 +217,29 @@ class MtcnnDetector:
         """Detect faces in one HxWx3 uint8 BGR image."""
         return self.detect([image])[0]
 
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        """Re-find, in equal-size BGR frames, the faces ``known`` (one ``FaceDetections`` per frame, in
+        full-frame pixels, e.g. the faces of each frame's predecessor) near where they were; no new
+        faces. One ``FaceDetections`` per frame, as ``detect`` gives."""
+        if len(frames) != len(known):
+            raise ValueError(f"known: expected {len(frames)} FaceDetections to match frames, got {len(known)}")
+        if len(frames) == 0:
+            return []
+        height, width = _check_frames(frames)
+        if all(len(k) == 0 for k in known):
+            return [FaceDetections.empty() for _ in frames]
+        layout = _plan_layout(height, width, self.settings)
+        batch = _detect_batch(frames, layout)
+        boxes = [layout.to_copy(k.boxes.reshape(-1, 2, 2)).reshape(-1, 4) for k in known]
+        faces = self._refiner().refine(torch.from_numpy(batch), boxes, self.settings.refine_thresholds)
+        return [_to_detections(np.column_stack([f.boxes, f.scores]), f.landmarks, layout) for f in faces]
+
+    def _refiner(self) -> FastMtcnn:
+        if self._fast is None:  # the stock backend: the same networks, batched crops
+            self._fast = _build_fast(self.settings, self._device, self._nets)
+            self._fast_for_refine_only = True
+        return self._fast
+
     def _run_batch(self, batch: np.ndarray, min_face: int) -> list[tuple[Any, Any]]:
         try:
             return self._call_detect_face(batch, min_face)
@@ -216,7 +258,7 @@ class MtcnnDetector:
 
     def _call_detect_face(self, batch: np.ndarray, min_face: int) -> list[tuple[Any, Any]]:
         images = torch.from_numpy(batch)  # shares memory; detect_face moves it to the device
-        if self._fast is not None:
+        if self._fast is not None and not self._fast_for_refine_only:
             faces = self._fast.detect(images, min_face)
             return [(np.column_stack([f.boxes, f.scores]), f.landmarks) for f in faces]
         pnet, rnet, onet = self._nets
@@ -299,6 +341,11 @@ class _Layout:
         """Map (..., 2) x, y points from the MTCNN image back to full-frame pixels."""
         per_axis = np.array([self.full_size[1] / self.size[1], self.full_size[0] / self.size[0]], np.float32)
         return (xy - np.float32(self.pad)) * per_axis
+
+    def to_copy(self, xy: np.ndarray) -> np.ndarray:
+        """Map (..., 2) full-frame x, y points into the MTCNN image (the inverse of ``to_full``)."""
+        per_axis = np.array([self.size[1] / self.full_size[1], self.size[0] / self.full_size[0]], np.float32)
+        return np.asarray(xy, np.float32) * per_axis + np.float32(self.pad)
 
 
 def _plan_layout(height: int, width: int, settings: DetectorSettings) -> _Layout:

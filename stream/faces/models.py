@@ -11,14 +11,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from stream.config import AppConfig
+from stream.config import AppConfig, DetectionConfig
 from stream.errors import UserError
 from stream.faces.embedder import Embedder, ModelUnavailableError, resolve_device
 from stream.types import FaceDetections
+
+if TYPE_CHECKING:
+    from stream.faces.detector import DetectorSettings
 
 __all__ = [
     "ADAFACE_DOWNLOAD_HINT",
@@ -30,6 +33,7 @@ __all__ = [
     "build_embedder",
     "build_models",
     "choose_model",
+    "detector_settings",
     "largest_face_crop",
     "model_choice",
 ]
@@ -55,6 +59,11 @@ class FaceDetector(Protocol):
         ...
 
     def detect_one(self, image: np.ndarray) -> FaceDetections: ...
+
+    def refine(self, frames: Sequence[np.ndarray], known: Sequence[FaceDetections]) -> list[FaceDetections]:
+        """The faces ``known`` (one ``FaceDetections`` per frame) re-found near where they were; no new
+        faces. Called only with ``detection.refine_between``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -134,9 +143,19 @@ class ModelOverrides:
 
 @dataclass(frozen=True)
 class Models:
+    """The detector and embedder of a run. ``still_detector`` (None: ``detector``) is the one for
+    still images, e.g. gallery photos, when the video detector runs with faster settings."""
+
     detector: FaceDetector
     embedder: Embedder
     batch_size: int
+    still_detector: FaceDetector | None = None
+
+    def for_stills(self) -> Models:
+        """These models with the still-image detector as ``detector``."""
+        if self.still_detector is None:
+            return self
+        return Models(self.still_detector, self.embedder, self.batch_size)
 
 
 def model_choice(config: AppConfig, overrides: ModelOverrides | None = None) -> ModelChoice:
@@ -146,7 +165,14 @@ def model_choice(config: AppConfig, overrides: ModelOverrides | None = None) -> 
     return choose_model(model, overrides.arch or rec.arch, checkpoint, strict=overrides.strict)
 
 
-def build_models(config: AppConfig, overrides: ModelOverrides | None = None) -> Models:
+def build_models(config: AppConfig, overrides: ModelOverrides | None = None, *, stills: bool = False) -> Models:
+    """The embedder and detector(s) of ``config``.
+
+    For video (``stills=False``) ``detector`` follows ``config.detection`` (profile presets included)
+    and, when that differs, ``still_detector`` follows ``config.still_detection()`` (for gallery
+    photos). With ``stills=True`` (embed, verify, enroll, identify, calibrate) ``detector`` is the
+    still-image one: full-quality detection whatever the profile.
+    """
     rec, overrides = config.recognition, overrides or ModelOverrides()
     if overrides.batch_size is not None and overrides.batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {overrides.batch_size}")
@@ -159,25 +185,34 @@ def build_models(config: AppConfig, overrides: ModelOverrides | None = None) -> 
         batch_size=batch_size,
         allow_unsafe_pickle=rec.allow_unsafe_checkpoint,
     )
-    return Models(build_detector(config, overrides), embedder, batch_size)
+    still = detector_settings(config.still_detection(), overrides.device)
+    if stills:
+        return Models(build_detector(still), embedder, batch_size)
+    video = detector_settings(config.detection, overrides.device)
+    detector = build_detector(video)
+    return Models(detector, embedder, batch_size, None if still == video else build_detector(still))
 
 
-def build_detector(config: AppConfig, overrides: ModelOverrides | None = None) -> FaceDetector:
-    """An MTCNN detector with the config's ``detection`` settings (a few MB of weights: cheap to have two)."""
-    from stream.faces.detector import DetectorSettings, MtcnnDetector  # loads torch
+def detector_settings(det: DetectionConfig, device: str | None = None) -> DetectorSettings:
+    """The MTCNN settings of a ``detection`` section (``device`` overrides its device)."""
+    from stream.faces.detector import DetectorSettings  # loads torch
 
-    det, overrides = config.detection, overrides or ModelOverrides()
-    return MtcnnDetector(
-        DetectorSettings(
-            min_face_px=det.min_face_px,
-            thresholds=det.thresholds,
-            factor=det.pyramid_factor,
-            detect_width=det.detect_width,
-            edge_pad=det.edge_pad,
-            backend=det.backend,
-            device=resolve_device(overrides.device or det.device),
-        )
+    return DetectorSettings(
+        refine_thresholds=det.refine_thresholds,
+        min_face_px=det.min_face_px,
+        thresholds=det.thresholds,
+        factor=det.pyramid_factor,
+        detect_width=det.detect_width,
+        edge_pad=det.edge_pad,
+        backend=det.backend,
+        device=resolve_device(device or det.device),
     )
+
+
+def build_detector(settings: DetectorSettings) -> FaceDetector:
+    from stream.faces.detector import MtcnnDetector  # loads torch
+
+    return MtcnnDetector(settings)
 
 
 def largest_face_crop(models: Models, path: Path) -> np.ndarray | None:

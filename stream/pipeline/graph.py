@@ -19,7 +19,7 @@ from typing import Protocol
 
 from stream.errors import PipelineError, UserError
 from stream.faces.models import FaceDetector
-from stream.pipeline.batcher import Batcher, detect_batch
+from stream.pipeline.batcher import Batcher, FaceMemory, detect_batch
 from stream.pipeline.channels import Channel, Stopped
 from stream.pipeline.embedding import EmbedWorker, LatencyObserver
 from stream.pipeline.inbox import FileInbox, Inbox, LiveInbox
@@ -84,6 +84,7 @@ class PipelineSettings:
     max_wait_ms: float = 20.0
     every_n_frames: int = 1
     max_frames: int | None = None
+    refine_between: bool = False  # re-find known faces on the frames between full detections
 
 
 class Pipeline:
@@ -206,11 +207,13 @@ class Pipeline:
     def _detect_loop(self) -> None:
         s = self._settings
         batcher = Batcher(self._inboxes, s.max_batch, s.max_wait_ms, s.every_n_frames)
+        refine = self._detector.refine if s.refine_between and s.every_n_frames > 1 else None
+        memory = FaceMemory() if refine is not None else None
         while not batcher.finished:
             batch = batcher.collect(self.stop)
             if batch:
                 started = time.perf_counter()
-                detected = detect_batch(batch, self._detector.detect, batcher.needs_detection)
+                detected = detect_batch(batch, self._detector.detect, batcher.needs_detection, refine, memory)
                 self._observe("detect", time.perf_counter() - started)  # what each frame of the batch waits
                 self.counters.detector_fallbacks = self._detector.batch_fallbacks
                 self._detected.put(detected, self.stop)

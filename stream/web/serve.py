@@ -28,7 +28,7 @@ from stream.app import App, RunOptions, build_app, live_demo
 from stream.commands.identify import StillIdentifier
 from stream.config import AppConfig, WebConfig, is_loopback
 from stream.errors import UserError
-from stream.faces.models import FaceDetector, ModelOverrides, Models, build_detector
+from stream.faces.models import FaceDetector, ModelOverrides, Models, build_detector, detector_settings
 from stream.outputs.live_view import LiveView
 from stream.outputs.summary import RunSummary
 from stream.store.urls import configured_store_url
@@ -137,7 +137,9 @@ def web_deps(
     identify = None
     if app.models is not None:
         started = time.perf_counter()
-        detector = api_detector or build_detector(config, overrides)
+        # a still image: full-quality detection whatever the profile (as run.py identify)
+        device = overrides.device if overrides is not None else None
+        detector = api_detector or build_detector(detector_settings(config.still_detection(), device))
         log.debug("the API's own detector built in %.2f s", time.perf_counter() - started)
         api_models = Models(detector, app.models.embedder, app.models.batch_size)
         gallery = app.gallery or _NoGallery(app.models.embedder.model_id)

@@ -99,7 +99,7 @@ def david(shared_data: Path) -> David:
 @pytest.fixture(scope="module")
 def models() -> Models:
     args = ModelOverrides(device="cpu")
-    return build_models(AppConfig().resolve_paths(REPO), args)
+    return build_models(AppConfig().resolve_paths(REPO), args, stills=True)
 
 
 def best_iou(truth: np.ndarray, boxes: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.config import PROFILES
 from tests.conftest import REPO, shared_file
 
 pytestmark = pytest.mark.slow  # `python -m bench` and bench/gpu.sh subprocesses with the real models
@@ -34,7 +35,9 @@ def test_bench_on_the_demo_reports_both_sides_on_the_same_frames(tmp_path: Path)
     assert r["pipeline_fps"] > 0 and r["naive_fps"] > 0
     assert r["speedup"] == round(r["pipeline_fps"] / r["naive_fps"], 2)
     assert r["clip_name"] == "demo" and r["profile"] == "cpu" and r["streams"] == 1
-    assert r["pipeline"]["settings"]["every_n_frames"] == 5  # the cpu profile was applied
+    cpu = PROFILES["cpu"]["detection"]
+    assert r["pipeline"]["settings"]["every_n_frames"] == cpu["every_n_frames"]  # the cpu profile was applied
+    assert r["pipeline"]["settings"]["refine_between"] is cpu["refine_between"]
     assert r["naive"]["embeddings"] == r["naive"]["detections"] > 0  # naive embeds every face
     assert r["identities_kept"] == (set(r["naive"]["identities"]) <= set(r["pipeline"]["identities"]))
     for key in ("latency_p50_ms", "latency_p95_ms", "rss_peak_mb", "stage_s"):
@@ -68,3 +71,19 @@ def test_web_bench_reports_identify_both_ways_and_the_viewer_phases(tmp_path: Pa
     assert reading["viewers"] == 3 and reading["published_fps"] > 0 and reading["viewer_mbit_s"] > 0
     assert r["phases"][0]["published_fps"] == 0  # nobody watching: nothing published
     assert {"ratio_reading_median", "web_cpu_s_per_s_reading", "fps_none", "fps_reading"} <= set(r["viewer_cost"])
+
+
+def test_bench_ab_runs_both_profiles_alternately_on_the_same_frames(tmp_path: Path) -> None:
+    out = tmp_path / "ab.json"
+    cmd = [sys.executable, "-m", "bench", "--clip", "demo", "--profile", "cpu", "--max-frames", "12"]
+    _run([*cmd, "--versus", "cpu-before", "--rounds", "2", "--no-naive", "--no-save", "--json", str(out)])
+    r = json.loads(out.read_text())
+    ab = r["versus"]
+    assert ab["profile"] == "cpu-before" and r["naive_fps"] is None and r["naive"]["skipped"]
+    assert [x["profile"] for x in ab["rounds"]] == ["cpu", "cpu-before"] * 2
+    assert all(x["fps"] > 0 and x["load_avg_1m_before"] >= 0 for x in ab["rounds"])
+    assert ab["fps_ratio"] == pytest.approx(ab["this_fps_median"] / ab["fps_median"], abs=2e-3)
+    assert ab["cpu_ratio"] == pytest.approx(ab["this_cpu_s_median"] / ab["cpu_s_median"], rel=0.1)  # from unrounded
+    assert all(x["cpu_s"] > 0 for x in ab["rounds"])
+    assert ab["pipeline"]["frames"] == r["pipeline"]["frames"] == 12
+    assert ab["pipeline"]["settings"]["every_n_frames"] == 5 and ab["pipeline"]["settings"]["detect_width"] == 480

@@ -163,7 +163,7 @@ def test_tracking_section_maps_onto_the_tracker_library() -> None:
 def test_profile_fills_only_unset_keys() -> None:
     from stream.config import PROFILES
 
-    default, cpu = AppConfig(), parse_config("profile: cpu\n")
+    default, cpu = AppConfig(profile="default"), parse_config("profile: cpu\n")
     assert cpu.profile == "cpu" and default.profile == "default"
     for section, values in PROFILES["cpu"].items():
         for key, value in values.items():
@@ -186,6 +186,66 @@ def test_profile_explicit_keys_win() -> None:
     assert parse_config("profile: cpu\ndetection:\n  detect_width: null\n").detection.detect_width is None
 
 
+NO_CUDA, CUDA = (False, "no CUDA device"), (True, "CUDA device NVIDIA H200")
+
+
+def test_auto_is_the_default_and_picks_cpu_without_cuda_and_gpu_with_it() -> None:
+    assert AppConfig.model_fields["profile"].default == "auto"
+    cpu, gpu = parse_config("", cuda=NO_CUDA), parse_config("", cuda=CUDA)
+    assert (cpu.profile, gpu.profile) == ("cpu", "gpu")
+    assert cpu.profile_note == "cpu (auto: no CUDA device)"
+    assert gpu.profile_note == "gpu (auto: CUDA device NVIDIA H200)"
+    explicit_cpu, explicit_gpu = parse_config("profile: cpu\n"), parse_config("profile: gpu\n")
+    for section in ("detection", "tracking", "recognition", "outputs", "runtime"):
+        assert getattr(cpu, section) == getattr(explicit_cpu, section), section
+        assert getattr(gpu, section) == getattr(explicit_gpu, section), section
+    assert parse_config("profile: auto\n", cuda=(False, "CUDA unusable: driver too old")).profile_note == (
+        "cpu (auto: CUDA unusable: driver too old)"
+    )
+
+
+def test_auto_takes_cpu_when_both_devices_are_cpu_even_with_cuda() -> None:
+    text = "detection:\n  device: cpu\nrecognition:\n  device: cpu\n"
+    assert parse_config(text, cuda=CUDA).profile_note == "cpu (auto: detection.device and recognition.device are cpu)"
+    assert parse_config("detection:\n  device: cpu\n", cuda=CUDA).profile == "gpu"  # one of two: CUDA decides
+
+
+def test_explicit_profile_and_explicit_keys_win_over_auto() -> None:
+    for name in ("default", "cpu", "gpu"):
+        config = parse_config(f"profile: {name}\n", cuda=CUDA)
+        assert config.profile_note == f"{name} (set in the config)"
+    config = parse_config("detection:\n  every_n_frames: 1\n  min_face_px: 32\n", cuda=NO_CUDA)
+    assert (config.profile, config.detection.every_n_frames, config.detection.min_face_px) == ("cpu", 1, 32)
+
+
+def test_probe_cuda_answers_without_raising() -> None:
+    from stream.config import probe_cuda
+
+    usable, why = probe_cuda()
+    assert isinstance(usable, bool) and why
+    assert why.startswith("CUDA device") if usable else (why == "no CUDA device" or why.startswith("CUDA unusable"))
+
+
+def test_still_detection_ignores_the_profile_but_not_explicit_keys() -> None:
+    from stream.config import STILL_DETECTION_KEYS, DetectionConfig
+
+    defaults = DetectionConfig()
+    for name in ("cpu", "gpu", "default"):
+        still = parse_config(f"profile: {name}\n").still_detection()
+        for key in STILL_DETECTION_KEYS:
+            assert getattr(still, key) == getattr(defaults, key), (name, key)
+    cpu = parse_config("profile: cpu\n")
+    assert cpu.still_detection().backend == cpu.detection.backend  # speed-only keys follow the profile
+    explicit = parse_config("profile: cpu\ndetection:\n  min_face_px: 48\n  detect_width: null\n")
+    assert (explicit.still_detection().min_face_px, explicit.still_detection().detect_width) == (48, None)
+    assert explicit.still_detection().pyramid_factor == defaults.pyramid_factor
+    # a section passed as a model counts its set fields as explicit
+    coded = AppConfig(profile="cpu", detection=DetectionConfig(min_face_px=30))
+    assert coded.still_detection().min_face_px == 30 and coded.still_detection().detect_width == defaults.detect_width
+    # the explicit keys survive resolve_paths (a model_copy)
+    assert explicit.resolve_paths(REPO).still_detection().min_face_px == 48
+
+
 def test_unknown_profile_is_a_one_line_error_naming_it() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config("profile: fast\n")
@@ -206,5 +266,29 @@ def test_run_py_config_shows_the_profile_values(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "profile: cpu" in out.stdout and "min_face_px: 24" in out.stdout
-    assert f"detect_width: {PROFILES['cpu']['detection']['detect_width']}" in out.stdout
+    assert f"every_n_frames: {PROFILES['cpu']['detection']['every_n_frames']}" in out.stdout
     assert f"torch_threads: {PROFILES['cpu']['runtime']['torch_threads']}" in out.stdout
+
+
+def test_cpu_profile_values_are_pinned() -> None:
+    """The cpu profile of issue 12: detect as finely as the default, fully every 12th frame, re-find
+    known faces in between (python -m bench.faces_kept: >= 90 % of the default's faces kept)."""
+    from stream.config import PROFILES, DetectionConfig
+
+    assert PROFILES["cpu"] == {
+        "detection": {
+            "every_n_frames": 12,
+            "refine_between": True,
+            "thresholds": (0.7, 0.7, 0.7),
+            "max_batch": 1,
+            "backend": "fast",
+        },
+        "recognition": {"max_attempts_per_track": 3},
+        "outputs": {"video_preset": "superfast"},
+        "runtime": {"torch_threads": 1},
+    }
+    cpu, full = parse_config("profile: cpu\n").detection, DetectionConfig()
+    for key in ("detect_width", "min_face_px", "pyramid_factor", "edge_pad"):  # not less finely
+        assert getattr(cpu, key) == getattr(full, key), key
+    assert cpu.refine_thresholds == (0.6, 0.6)
+    assert parse_config("profile: cpu\n").tracking == parse_config("profile: default\n").tracking

@@ -17,6 +17,7 @@ from stream.faces.detector import (
 from stream.types import FaceDetections
 from tests.conftest import shared_file
 from tests.fakes import AlwaysFailingDetectFace, BatchFailingDetectFace
+from trackers import associate, iou_matrix
 
 FACE_IMAGES = {
     "angelina_jolie": "facenet-pytorch/data/test_images/angelina_jolie/1.jpg",
@@ -247,3 +248,30 @@ def _mixed_batch(root: Path) -> list[np.ndarray]:
     other = cv2.resize(read_bgr(root, FACE_IMAGES["paul_rudd"]), (width, height), interpolation=cv2.INTER_AREA)
     noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
     return [np.zeros_like(face), face, noise, other]
+
+
+# --- refine: re-finding known faces without P-Net -------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["stock", "fast"])
+def test_refine_finds_known_faces_where_they_moved_and_nothing_new(shared_data: Path, backend: str) -> None:
+    """A group photo shifted by 6 % of a face: refining last position's boxes finds the moved faces
+    (close to a full detection of the shifted image); faces not given are not found."""
+    image = read_bgr(shared_data, GROUP_IMAGE)
+    detector = MtcnnDetector(DetectorSettings(backend=backend, detect_width=480, warmup=False))
+    before = detector.detect_one(image)
+    assert len(before) >= 5
+    shift = int(0.06 * float(np.median(before.boxes[:, 2] - before.boxes[:, 0])))
+    moved = np.ascontiguousarray(np.roll(image, (shift, shift), axis=(0, 1)))
+    full = detector.detect_one(moved)
+    (refined,) = detector.refine([moved], [before])
+    pairs, _, _ = associate(iou_matrix(full.boxes, refined.boxes), 0.6)
+    assert len(pairs) >= len(before) - 1  # every known face found again, at its new place
+    (some,) = detector.refine([moved], [before.select([0, 1])])
+    assert len(some) == 2  # no new faces
+    (none,) = detector.refine([moved], [FaceDetections.empty()])
+    assert_empty(none)
+    assert detector.refine([], []) == []
+    with pytest.raises(ValueError, match="known"):
+        detector.refine([moved], [])

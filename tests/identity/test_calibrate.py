@@ -30,7 +30,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def models() -> Models:
     args = ModelOverrides(device="cpu")
-    return build_models(AppConfig().resolve_paths(REPO), args)
+    return build_models(AppConfig().resolve_paths(REPO), args, stills=True)
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ DEEPFACE = "deepface/tests/unit/dataset"
 @pytest.fixture(scope="module")
 def models() -> Models:
     args = ModelOverrides(device="cpu")
-    return build_models(AppConfig().resolve_paths(REPO), args)
+    return build_models(AppConfig().resolve_paths(REPO), args, stills=True)
 
 
 def _copy(shared: Path, relative: str, dest: Path) -> Path:

@@ -47,7 +47,7 @@ def split(numbers: list[int]) -> tuple[list[int], list[int]]:
 @pytest.fixture(scope="module")
 def models() -> Models:
     args = ModelOverrides(device="cpu")
-    return build_models(AppConfig().resolve_paths(REPO), args)
+    return build_models(AppConfig().resolve_paths(REPO), args, stills=True)
 
 
 @pytest.fixture(scope="module")

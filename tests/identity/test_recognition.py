@@ -33,7 +33,7 @@ def _args() -> ModelOverrides:
 @pytest.fixture(scope="module")
 def models() -> Models:
     config = AppConfig().resolve_paths(REPO)
-    return build_models(config, _args())
+    return build_models(config, _args(), stills=True)
 
 
 # ------------------------------------------------------------------ model choice

@@ -7,12 +7,12 @@ import threading
 import numpy as np
 import pytest
 
-from stream.pipeline.batcher import Batcher, detect_batch
+from stream.pipeline.batcher import Batcher, FaceMemory, detect_batch
 from stream.pipeline.channels import Channel, LatestSlot, Stopped
 from stream.pipeline.graph import _segments
 from stream.pipeline.inbox import FileInbox, LiveInbox
 from stream.pipeline.messages import Detected, EndOfStream
-from stream.types import Frame
+from stream.types import FaceDetections, Frame
 from tests.fakes import RecordingDetect
 
 
@@ -90,3 +90,69 @@ def test_segments_split_at_end_markers() -> None:
     d = [Detected(_frame("a", i), None) for i in range(3)]
     parts = _segments([d[0], d[1], EndOfStream("a"), d[2]])
     assert parts == [[d[0], d[1]], EndOfStream("a"), [d[2]]]
+
+
+class FakeRefiner:
+    """detect: one face at (frame index, 0); refine: every known face moved by +1 px; records calls."""
+
+    def __init__(self) -> None:
+        self.refine_calls: list[list[tuple[str, int, int]]] = []  # (stream, index, known faces) per call
+
+    def detect(self, images: list[np.ndarray]) -> list[FaceDetections]:
+        return [_faces([[0.0, 0.0, 4.0, 4.0]]) for _ in images]
+
+    def refine(self, images: list[np.ndarray], known: list[FaceDetections]) -> list[FaceDetections]:
+        self.refine_calls.append(
+            [(str(im.shape), int(np.asarray(im)[0, 0, 0]), len(k)) for im, k in zip(images, known, strict=True)]
+        )
+        return [_faces(k.boxes + 1.0) for k in known]
+
+
+def _faces(boxes: list[list[float]] | np.ndarray) -> FaceDetections:
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    n = len(boxes)
+    return FaceDetections(boxes, np.full(n, 0.99, np.float32), np.zeros((n, 5, 2), np.float32))
+
+
+def _marked(stream: str, index: int, size: int = 8, epoch: int = 0) -> Frame:
+    image = np.zeros((size, size, 3), np.uint8)
+    image[0, 0, 0] = index
+    return Frame(stream, index, epoch, index / 25, 0.0, image)
+
+
+def test_frames_between_full_detections_get_the_known_faces_refined_in_order() -> None:
+    fake, memory = FakeRefiner(), FaceMemory()
+    every_3 = lambda f: f.index % 3 == 0  # noqa: E731
+    out = []
+    for start in range(0, 7, 2):  # batches of two frames of one stream, as the batcher makes them
+        batch = [_marked("a", i) for i in range(start, min(start + 2, 7))]
+        out += detect_batch(batch, fake.detect, every_3, fake.refine, memory)
+    boxes = [d.detections.boxes[:, 0].tolist() for d in out]
+    assert boxes == [[0.0], [1.0], [2.0], [0.0], [1.0], [2.0], [0.0]]  # each refines its predecessor
+    assert all(len(call) == 1 for call in fake.refine_calls)  # one stream: one frame per call, in order
+
+
+def test_refining_skips_without_memory_and_batches_distinct_streams() -> None:
+    fake = FakeRefiner()
+    batch = [_marked("a", 0), _marked("b", 0), _marked("a", 1), _marked("b", 1), _marked("c", 1)]
+    out = detect_batch(batch, fake.detect, lambda f: f.index == 0)
+    assert [d.detections is None for d in out] == [False, False, True, True, True]  # no refine: predict only
+    memory = FaceMemory()
+    out = detect_batch(batch, fake.detect, lambda f: f.index == 0, fake.refine, memory)
+    assert len(fake.refine_calls) == 1 and len(fake.refine_calls[0]) == 2  # a1 and b1 in one call
+    assert [len(d.detections) for d in out] == [1, 1, 1, 1, 0]  # c never had a full detection: nothing known
+
+
+def test_face_memory_forgets_at_the_end_and_on_a_new_epoch_and_keeps_lost_faces() -> None:
+    memory = FaceMemory()
+    memory.remember(_marked("a", 0), _faces([[0, 0, 10, 10], [50, 50, 60, 60]]), full=True)
+    memory.remember(_marked("a", 1), _faces([[1, 1, 11, 11]]), full=False)  # the second face was lost
+    known = memory.known(_marked("a", 2))
+    assert known.boxes.tolist() == [[1, 1, 11, 11], [50, 50, 60, 60]]  # the lost one is looked for again
+    assert len(memory.known(_marked("a", 2, epoch=1))) == 0  # a reconnect starts afresh
+    memory.forget("a")
+    assert len(memory.known(_marked("a", 2))) == 0
+    fake = FakeRefiner()
+    memory.remember(_marked("b", 0), _faces([[0, 0, 4, 4]]), full=True)
+    detect_batch([EndOfStream("b"), _marked("b", 1)], fake.detect, lambda f: False, fake.refine, memory)
+    assert fake.refine_calls == []  # forgotten at its end marker

@@ -21,7 +21,8 @@ def test_skipped_images_and_detector_retries_are_in_the_summary_and_metrics(tmp_
         cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((48, 64, 3), 20 * i, np.uint8))
     (folder / "05.png").write_bytes(b"not a png")  # a corrupt frame of this image sequence
     (folder / "09.png").write_bytes(b"")
-    config = parse_config(f"detection:\n  max_batch: 2\noutputs:\n  dir: {tmp_path / 'rec'}\n").resolve_paths(tmp_path)
+    text = f"profile: default\ndetection:\n  max_batch: 2\noutputs:\n  dir: {tmp_path / 'rec'}\n"
+    config = parse_config(text).resolve_paths(tmp_path)
     options = RunOptions(sources=(str(folder),), gallery=tmp_path / "nobody")
     detector = NoFaceDetector(fallback_every=3)
     app = build_app(config, options, models=Models(detector, NoEmbedder(), 8))
@@ -34,4 +35,6 @@ def test_skipped_images_and_detector_retries_are_in_the_summary_and_metrics(tmp_
     assert 'decode_errors_total{stream="frames"} 2.0' in metrics
     assert f"detector_fallbacks_total {float(detector.calls // 3)}" in metrics
     table = summary.table()
-    assert f"corrupt packets/frames skipped: 2; detection batches retried frame by frame: {detector.calls // 3}" in table
+    assert (
+        f"corrupt packets/frames skipped: 2; detection batches retried frame by frame: {detector.calls // 3}" in table
+    )

@@ -132,7 +132,7 @@ def test_occlusion_shorter_than_max_age_keeps_the_id() -> None:
 
 
 def test_face_gone_longer_than_max_age_gets_a_new_id() -> None:
-    tracker = Tracker()
+    tracker = Tracker(TrackerSettings(max_age_s=1.0))
     t = confirmed_static(tracker)
     removed = []
     for k in range(1, 46):  # 1.5 s without the face
@@ -183,7 +183,7 @@ def test_skipped_frames_predict_and_keep_the_track() -> None:
 
 
 def test_skipped_frames_still_age_out_after_max_age() -> None:
-    tracker = Tracker()
+    tracker = Tracker(TrackerSettings(max_age_s=1.0))
     t = confirmed_static(tracker)
     assert only(tracker.update(None, None, t + 1.0)).state is TrackState.CONFIRMED
     assert only(tracker.update(None, None, t + 1.01)).state is TrackState.REMOVED
