@@ -332,7 +332,9 @@ def run_calibrate(
     ``gallery`` is a folder (enrolled here, cached per model when ``use_cache``) or an enrolled
     gallery. ``root`` is where the identities CSV's paths start (default: its folder).
     ``current_threshold`` None means the model's default. ``table_path`` writes the score table.
+    Photos are detected with ``models``' still-image detector (full quality whatever the profile).
     """
+    models = models.for_stills()
     if sum(source is not None for source in (identities_csv, pairs_csv, gallery)) != 1:
         raise UserError("calibrate: give exactly one of --identities CSV, --pairs CSV or --gallery DIR")
     if root is not None and identities_csv is None:

@@ -98,7 +98,7 @@ class Recogniser:
         """
         if self._gallery is not None:
             self._voter.set_matcher(self._gallery.matcher)  # a no-op unless the library published a new one
-        tracked = [(item, *self._timed_track(item)) for item in batch]
+        tracked = [(item, *self._timed_track(item), self._ended_faces(item.frame.stream_id)) for item in batch]
         self._embed_ready({item.frame.stream_id: item.frame.pts_s for item in batch})
         last = {item.frame.stream_id: i for i, item in enumerate(batch)}
         return [
@@ -106,9 +106,15 @@ class Recogniser:
                 item.frame,
                 snaps,
                 events + (self._pending.pop(item.frame.stream_id, []) if last[item.frame.stream_id] == i else []),
+                faces,
             )
-            for i, (item, snaps, events) in enumerate(tracked)
+            for i, (item, snaps, events, faces) in enumerate(tracked)
         ]
+
+    def _ended_faces(self, stream_id: str) -> tuple[TrackFace, ...]:
+        """The faces of the tracks that ended in the frame just tracked: they go out with that frame,
+        after its ``track_ended`` events (a later frame of the batch must not carry them)."""
+        return tuple(self._ended.pop(stream_id, ()))
 
     def pending(self, stream_id: str) -> tuple[Event, ...]:
         """Identity events waiting for the stream's next frame."""
@@ -248,7 +254,9 @@ class Recogniser:
         state = self._streams.get(key.stream_id)
         return state is not None and state.epoch == key.epoch and key.track_id in state.started
 
-    def _annotate(self, frame: Frame, snaps: list[TrackSnapshot], events: list[Event]) -> Annotated:
+    def _annotate(
+        self, frame: Frame, snaps: list[TrackSnapshot], events: list[Event], faces: tuple[TrackFace, ...]
+    ) -> Annotated:
         state = self._streams[frame.stream_id]
         labels = []
         for snap in snaps:
@@ -266,6 +274,5 @@ class Recogniser:
         )
         if frame.wall_time is not None:
             events = [e.at(frame.wall_time) for e in events]
-        faces = tuple(self._ended.pop(frame.stream_id, ()))
         tentative = tuple(s for s in snaps if s.state is TrackState.TENTATIVE)
         return Annotated(frame, tuple(labels), tuple(events), named, faces, tentative)

@@ -157,3 +157,31 @@ def _wait_until(condition, timeout_s: float = 30.0) -> bool:
             return True
         deadline.wait(0.01)
     return False
+
+
+class InstantEmbedder:
+    crop_size, crop_kind, model_id = 112, "template", "facenet:test"
+
+    def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.repeat(ALICE[None, :], len(crops), axis=0), np.full(len(crops), 20.0, np.float32)
+
+
+def test_a_track_face_goes_out_with_the_frame_that_ends_the_track() -> None:
+    """A batch of several frames of one stream where the track ends mid-batch: its face travels with
+    the frame that carries its ``track_ended`` (the output stores the face only after that event)."""
+    embedder = InstantEmbedder()
+    matcher = Matcher(("alice",), ALICE[None, :], threshold=0.5, min_margin=0.05)
+    recogniser = Recogniser(
+        embedder,
+        TrackVoter(matcher, VotingSettings(min_votes=1)),
+        TrackerSettings(min_confirm_s=0.0, min_hits=1, max_age_s=0.2),
+        BestShotSettings(),
+        min_face_px=20,
+    )
+    recogniser.process(_frames("cam", 0, 4))
+    out = recogniser.process(_frames("cam", 4, 12, face=False))  # the track ends at a later frame
+    ends = [i for i, item in enumerate(out) if EventKind.TRACK_ENDED in [e.kind for e in item.events]]
+    with_faces = [i for i, item in enumerate(out) if item.faces]
+    assert ends and ends[0] > 0, "the track should end after the batch's first frame"
+    assert with_faces == ends
+    assert [f.track.track_id for f in out[ends[0]].faces] == [1] and out[ends[0]].faces[0].person == "alice"

@@ -371,6 +371,7 @@ WRITER = textwrap.dedent(
         store.begin_run(run)
         for i in range(n):
             store.add_events([EventRecord(run_id, time.time(), i * 0.04, "cam", "track_started", 0, i)])
+            time.sleep(0.002)  # a paced writer, like a live stream: the two runs' writes interleave
             if i % 10 == 0:
                 store.add_track(TrackRecord(run_id, "cam", 0, i, time.time(), time.time()))
         store.end_run(run_id, time.time())
