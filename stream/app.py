@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.closing import close_quietly
-from stream.config import AppConfig, OutputsConfig, StreamConfig
+from stream.config import DEMO_STREAM, AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
@@ -22,6 +22,8 @@ from stream.identity.matcher import Matcher
 from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
+from stream.integrations.hub import build_integrations
+from stream.integrations.zones import ZoneSet, ZoneTagger
 from stream.logs import mask_secrets
 from stream.outputs.events import EventJournal
 from stream.outputs.summary import RunSummary
@@ -38,8 +40,6 @@ from stream.store.retention import Retention
 from stream.store.urls import configured_store_url, open_store
 
 log = logging.getLogger(__name__)
-
-DEMO_STREAM = "demo"
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ def build_recogniser(
     worker: EmbedWorker | None = None,
     observer: LatencyObserver | None = None,
     stop: threading.Event | None = None,
+    zones: dict[str, ZoneSet] | None = None,
 ) -> Recogniser:
     rec = config.recognition
     voting = VotingSettings.from_recognition(
@@ -137,7 +138,13 @@ def build_recogniser(
         worker=worker,
         observer=observer,
         stop=stop,
+        zones=ZoneTagger(zones),
     )
+
+
+def stream_zones(streams: Sequence[StreamConfig]) -> dict[str, ZoneSet]:
+    """Each stream's zones (``streams[].zones``), for the streams that have some."""
+    return {s.name: ZoneSet.from_config(s.zones) for s in streams if s.zones}
 
 
 @dataclass
@@ -151,6 +158,7 @@ class App:
     def run(self) -> RunSummary:
         """Run every stream to its end (or Ctrl-C / a stage error); the summary is written either way."""
         try:
+            self.writers.start()
             self.pipeline.run()
         finally:
             summary = summarise(self.pipeline.counters, self.pipeline, self.writers)
@@ -234,6 +242,8 @@ def _build(
 ) -> App:
     models = models or build_models(config, overrides or ModelOverrides())
     matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
+    integrations = build_integrations(config, [s.name for s in streams], matcher.names)  # nothing connects yet
+    zones = stream_zones(streams)
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
     files_only = all(s.effective_mode == "file" for s in streams)
     progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
@@ -247,6 +257,8 @@ def _build(
         video=video,
         recorder=build_recorder(config, paths, store, models.embedder.model_id),
         blur_unknown=config.outputs.blur_unknown,
+        integrations=integrations,
+        zones=zones,
     )
     det = config.detection
     live = {s.name for s in streams if s.effective_mode == "live"}
@@ -255,7 +267,9 @@ def _build(
     off_path = bool(live) if embed_off_path is None else embed_off_path
     worker = EmbedWorker(models.embedder, writers.metrics) if off_path else None
     stop = threading.Event()
-    recogniser = build_recogniser(models, config, matcher, worker=worker, observer=writers.metrics, stop=stop)
+    recogniser = build_recogniser(
+        models, config, matcher, worker=worker, observer=writers.metrics, stop=stop, zones=zones
+    )
     pipeline = Pipeline(
         sources,
         models.detector,

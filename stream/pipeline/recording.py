@@ -2,8 +2,8 @@
 
 ``EventRecorder`` is part of the output stage and runs in the output thread only. For each event it
 stamps a wall-clock time when the event has none (a test or tool made it without a frame: the run's
-start plus pts), builds the ``EventRecord`` (with the run id, and the snapshot path for identity
-events), appends it to the journal and queues it in the store. It follows each track from
+start plus pts), builds the ``EventRecord`` (with the run id, and the snapshot path for identity,
+stranger_assigned and alert events), appends it to the journal and queues it in the store. It follows each track from
 ``track_started`` to ``track_ended`` and writes its ``TrackRecord`` (one row per TrackKey, from the
 start time to the end time), then the ``FaceRecord`` of its ``TrackFace`` (template, best crop as
 JPEG). It saves the snapshots, keeps what the run summary says of tracks (identities, strangers),
@@ -34,6 +34,7 @@ __all__ = ["EventRecorder"]
 log = logging.getLogger(__name__)
 
 _NAMING = (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED)
+_WITH_SNAPSHOT = (*_NAMING, EventKind.STRANGER_ASSIGNED, EventKind.ALERT)  # events that name the track's snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +81,13 @@ class EventRecorder:
     # ---- the output thread's calls ---------------------------------------------------------------
 
     def snapshot(self, key: TrackKey, crop: np.ndarray) -> None:
-        """Save a newly named track's best crop (before its identity event is recorded)."""
+        """Save the best crop of a track newly named or labelled unknown-N (before its event is recorded)."""
         if self._snapshots is not None:
             self._snapshot_paths[key] = save_snapshot(self._snapshots, key, crop)
 
-    def events(self, events: Sequence[Event]) -> None:
-        """Record events in order; the journal and the store see each batch at once."""
+    def events(self, events: Sequence[Event]) -> list[EventRecord]:
+        """Record events in order; the journal and the store see each batch at once. The records, in order."""
+        records = []
         for event in events:
             time = event.time if event.time is not None else self.run.started + (event.pts_s or 0.0)
             record = EventRecord.from_event(
@@ -97,8 +99,10 @@ class EventRecorder:
                 self._store.add_events([record])
             if event.track is not None:
                 self._follow(event.track, event, time)
+            records.append(record)
         if events:
             self.flush()
+        return records
 
     def faces(self, faces: Sequence[TrackFace]) -> None:
         """Store the faces of tracks that ended (their ``track_ended`` came first)."""
@@ -147,7 +151,7 @@ class EventRecorder:
     # ---- steps ---------------------------------------------------------------------------------------
 
     def _snapshot_of(self, event: Event) -> Path | None:
-        if event.kind not in _NAMING or event.track is None:
+        if event.kind not in _WITH_SNAPSHOT or event.track is None:
             return None
         return self._snapshot_paths.get(event.track)
 

@@ -3,6 +3,10 @@
 
 Runs in the output thread only. ``close`` always finishes what was opened, so Ctrl-C leaves a
 playable mp4, flushed events and the run ended in the store.
+
+With ``integrations`` every recorded event is also handed to ``stream.integrations.hub.Integrations``
+(MQTT, alert rules), which only queues: the alerts it fires are recorded here as ``alert`` events and
+then handed back for delivery. ``start`` starts its threads; ``close`` gives them a bounded time.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.closing import close_quietly
+from stream.integrations.hub import Integrations
+from stream.integrations.zones import ZoneSet
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
-from stream.outputs.overlay import TrackView, draw_overlay
+from stream.outputs.overlay import TrackView, ZoneOutline, draw_overlay
 from stream.outputs.privacy import blur_faces
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
@@ -75,9 +81,16 @@ class OutputWriters:
         video: VideoSettings | None = None,
         recorder: EventRecorder | None = None,
         blur_unknown: bool = False,
+        integrations: Integrations | None = None,
+        zones: dict[str, ZoneSet] | None = None,
     ) -> None:
-        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere)."""
+        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere);
+        ``integrations``: MQTT and alert rules (None: off); ``zones``: drawn on each stream's frames."""
         self.recorder = recorder or EventRecorder(RunRecord.new())
+        self._integrations = integrations
+        self._zones: dict[str, tuple[ZoneOutline, ...]] = {
+            stream: tuple((z.name, z.points) for z in zone_set.zones) for stream, zone_set in (zones or {}).items()
+        }
         self._paths = paths
         self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
@@ -93,6 +106,11 @@ class OutputWriters:
         self._seen: dict[str, _Seen] = {}  # per stream: the counts already reported as metrics
         self._fallbacks_seen = 0
 
+    def start(self) -> None:
+        """Start the integrations' threads (MQTT link, webhook sender); before the pipeline runs."""
+        if self._integrations is not None:
+            self._integrations.start()
+
     def watch(self, pipeline: Pipeline) -> None:
         """Report this pipeline's counters and queue depths as metrics (read from the output thread)."""
         self._pipeline = pipeline
@@ -103,12 +121,16 @@ class OutputWriters:
         started = time.perf_counter()
         frame = item.frame
         out = self._stream(frame.stream_id)
+        unnamed = {label.snapshot.track_id for label in item.labels if label.person is None}
         for key, crop in item.snapshots:  # before the events: identity events name their snapshot
+            if self._blur_unknown and key.track_id in unnamed:
+                continue  # privacy: no picture of an unknown face
             self.recorder.snapshot(key, crop)
         self.events(item.events)
         self.faces(item.faces)
         if self._paths.videos.get(frame.stream_id) is not None or self._display:
-            image = annotated_image(item, blur_unknown=self._blur_unknown)
+            zones = self._zones.get(frame.stream_id, ())
+            image = annotated_image(item, blur_unknown=self._blur_unknown, zones=zones)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
         mot_path = self._paths.mot.get(frame.stream_id)
@@ -122,11 +144,18 @@ class OutputWriters:
         self.metrics.observe_latency("frame_to_output", latency)
         self._sync_metrics(frame.stream_id)
         self._sync_store_metrics()
+        self._sync_integration_metrics()
         self.recorder.tick()
         self._progress.update(1)
 
     def events(self, events: Sequence[Event]) -> None:
-        self.recorder.events(events)
+        records = self.recorder.events(events)
+        if self._integrations is None or not events:
+            return
+        fired = self._integrations.events(list(zip(events, records, strict=True)))
+        if fired:
+            alerts = self.recorder.events([f.alert.event for f in fired])
+            self._integrations.deliver(fired, alerts)
 
     def faces(self, faces: Sequence[TrackFace]) -> None:
         self.recorder.faces(faces)
@@ -146,6 +175,9 @@ class OutputWriters:
             self.recorder.close(time.time())
         finally:
             self._sync_store_metrics()
+            if self._integrations is not None:  # bounded: CLOSE_BUDGET_S
+                close_quietly(self._integrations, "integrations", level=logging.ERROR)
+                self._sync_integration_metrics()
         if self._server is not None:
             self._server.shutdown()
         if self._display:
@@ -179,6 +211,14 @@ class OutputWriters:
         counters = self.recorder.store_counters()
         if counters is not None:
             self.metrics.store(counters)
+
+    def _sync_integration_metrics(self) -> None:
+        if self._integrations is not None:
+            self.metrics.integrations(self._integrations.counters())
+
+    def integration_counts(self) -> dict[str, int]:
+        """The integrations' counts for the run summary (empty: none configured)."""
+        return {} if self._integrations is None else self._integrations.counters().summary()
 
     def _stream(self, stream_id: str) -> _StreamOut:
         return self._streams.setdefault(stream_id, _StreamOut())
@@ -214,8 +254,9 @@ class OutputWriters:
             cv2.waitKey(1)
 
 
-def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarray:
-    """The image every view of a frame shows (video file, window): a new copy with the overlay.
+def annotated_image(item: Annotated, *, blur_unknown: bool = False, zones: Sequence[ZoneOutline] = ()) -> np.ndarray:
+    """The image every view of a frame shows (video file, window): a new copy with the overlay (and the
+    stream's ``zones`` outlined).
 
     With ``blur_unknown`` every face not named (unknown confirmed and lost tracks, whose boxes follow
     the Kalman prediction between detections, and tentative tracks not yet shown) is mosaicked
@@ -226,7 +267,7 @@ def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarra
         boxes = [label.snapshot.box for label in item.labels if label.person is None]
         image = blur_faces(image, boxes + [snap.box for snap in item.tentative])
     views = [_view(label) for label in item.labels]
-    return draw_overlay(image, views, stream_label=item.frame.stream_id)
+    return draw_overlay(image, views, stream_label=item.frame.stream_id, zones=zones)
 
 
 def _view(label: TrackLabel) -> TrackView:
@@ -285,4 +326,5 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
         decode_errors=sum(s.decode_errors for s in per_stream.values()),
         detector_fallbacks=counters.detector_fallbacks,
         strangers=len(set().union(*record.strangers.values())),
+        integrations=writers.integration_counts(),
     )
