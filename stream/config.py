@@ -94,9 +94,6 @@ def polygon_problem(points: Sequence[tuple[float, float]]) -> str | None:
         return "a zone needs at least 3 distinct points"
     if not all(math.isfinite(v) for p in pts for v in p):
         return "coordinates must be finite"
-    area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1], strict=True)))
-    if area < MIN_ZONE_AREA:
-        return f"the polygon is degenerate (area {area:.2g} of the picture, needs at least {MIN_ZONE_AREA:g})"
     edges = list(zip(pts, pts[1:] + pts[:1], strict=True))
     n = len(edges)
     for i in range(n):
@@ -105,6 +102,9 @@ def polygon_problem(points: Sequence[tuple[float, float]]) -> str | None:
                 continue  # neighbours share a corner
             if _segments_meet(*edges[i], *edges[j]):
                 return f"the polygon's edges {i + 1} and {j + 1} cross (points must go around the zone in order)"
+    area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in edges))
+    if area < MIN_ZONE_AREA:
+        return f"the polygon is degenerate (area {area:.2g} of the picture, needs at least {MIN_ZONE_AREA:g})"
     return None
 
 

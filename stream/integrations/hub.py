@@ -19,10 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from stream.config import AppConfig
 from stream.integrations.alerts import Alert, AlertEngine
-from stream.integrations.counters import IntegrationCounters
+from stream.integrations.counters import IntegrationCounters, MqttCounters
 from stream.integrations.mqtt import MqttLink
 from stream.integrations.presence import Presence
 from stream.integrations.topics import (
@@ -41,7 +42,7 @@ from stream.integrations.webhook import Delivery, WebhookSender
 from stream.store.records import EventRecord, iso_utc
 from stream.types import Event
 
-__all__ = ["CLOSE_BUDGET_S", "FiredAlert", "IntegrationCounters", "Integrations", "build_integrations"]
+__all__ = ["CLOSE_BUDGET_S", "FiredAlert", "IntegrationCounters", "Integrations", "Link", "build_integrations"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,17 @@ class FiredAlert:
     trigger: EventRecord
 
 
+class Link(Protocol):
+    """What ``Integrations`` needs of an MQTT link (``MqttLink``; tests pass fakes)."""
+
+    def start(self) -> None: ...
+    def publish(self, topic: str, payload: bytes) -> None: ...
+    def retain(self, topic: str, payload: bytes) -> None: ...
+    def counters(self) -> MqttCounters: ...
+    def stop(self, deadline: float) -> None: ...
+    def close(self, deadline: float) -> None: ...
+
+
 class Integrations:
     """See the module notes. The output thread calls everything; ``start`` before the first event."""
 
@@ -66,7 +78,7 @@ class Integrations:
         rules: AlertEngine,
         streams: Sequence[str] = (),
         people: Sequence[str] = (),
-        mqtt: MqttLink | None = None,
+        mqtt: Link | None = None,
         topics: Topics | None = None,
         discovery: bool = True,
         webhooks: WebhookSender | None = None,
@@ -187,7 +199,8 @@ def build_integrations(config: AppConfig, streams: Sequence[str], people: Sequen
         strangers = [p for p in rule.when if p not in (*people, "any", "unknown")]
         if strangers:
             log.warning("alerts[%d] (%s): nobody named %s in the gallery", i, rule.name, ", ".join(strangers))
-    topics = link = None
+    topics: Topics | None = None
+    link: MqttLink | None = None
     if config.mqtt is not None:
         topics = Topics(config.mqtt.topic_prefix, config.mqtt.discovery_prefix)
         link = MqttLink(config.mqtt, topics.status, online=ONLINE, offline=OFFLINE)

@@ -130,9 +130,12 @@ class WebhookSender:
         capacity: int = 1000,
         post: Poster = http_post,
         clock: Callable[[], float] = time.monotonic,
+        first_backoff_s: float = FIRST_BACKOFF_S,
         max_backoff_s: float = MAX_BACKOFF_S,
     ) -> None:
+        """``post``: the HTTP call; ``first_backoff_s``/``max_backoff_s``: the waits between attempts."""
         self._capacity = capacity
+        self._first_backoff_s = first_backoff_s
         self._post = post
         self._clock = clock
         self._max_backoff_s = max_backoff_s
@@ -229,7 +232,7 @@ class WebhookSender:
             return
         retry = status is None or status >= 500 or status in _RETRY_STATUS
         if retry and item.attempt < d.retries:
-            delay = min(self._max_backoff_s, FIRST_BACKOFF_S * 2**item.attempt)
+            delay = min(self._max_backoff_s, self._first_backoff_s * 2**item.attempt)
             self._retries += 1
             log.warning(
                 "%s: %s (attempt %d of %d); retrying in %.1f s", where, why, item.attempt + 1, d.retries + 1, delay
