@@ -29,7 +29,9 @@ def test_who_matches() -> None:
     assert not rule_matches(rule(when=["bob"]), named("alice"))
     assert rule_matches(rule(when=["unknown"]), stranger()) and not rule_matches(rule(when=["unknown"]), named())
     assert not rule_matches(rule(when=["alice"]), stranger())
-    undecided = Event(1.0, "door", EventKind.ZONE_ENTERED, DOOR, None, None, extra=(("zone", "porch"),), zones=("porch",))
+    undecided = Event(
+        1.0, "door", EventKind.ZONE_ENTERED, DOOR, None, None, extra=(("zone", "porch"),), zones=("porch",)
+    )
     assert not rule_matches(rule(), undecided)  # nobody knows yet who it is
 
 
@@ -100,7 +102,13 @@ def test_the_alert_event_carries_the_trigger() -> None:
     (alert,) = engine.evaluate(trigger)
     event = alert.event
     assert alert.trigger is trigger and alert.rule.name == "porch-stranger"
-    assert (event.kind, event.pts_s, event.time, event.track, event.stranger) == (EventKind.ALERT, 2.5, 50.0, DOOR, "unknown-3")
+    assert (event.kind, event.pts_s, event.time, event.track, event.stranger) == (
+        EventKind.ALERT,
+        2.5,
+        50.0,
+        DOOR,
+        "unknown-3",
+    )
     assert event.zones == ("porch",)
     assert dict(event.extra) == {"rule": "porch-stranger", "trigger": "zone_entered", "zone": "porch"}
 

@@ -106,7 +106,9 @@ def test_events_presence_and_alerts_through_the_output_stage(tmp_path: Path) -> 
         _ev(1002.4, EventKind.STRANGER_ASSIGNED, DOOR2, score=0.2, stranger="unknown-1", zones=("porch",)),
     ])  # fmt: skip
     present = json.loads(link.states["adaface/door/person/unknown"])
-    assert present["state"] == "present" and present["snapshot_url"] == "http://nvr.lan:8080/api/snapshots/door_e0_t2.jpg"
+    assert (
+        present["state"] == "present" and present["snapshot_url"] == "http://nvr.lan:8080/api/snapshots/door_e0_t2.jpg"
+    )
     assert json.loads(link.states["adaface/door/last_person"])["stranger"] == "unknown-1"
     writers.events([
         _ev(1003.0, EventKind.ZONE_ENTERED, DOOR2, stranger="unknown-1", zones=("porch",)),  # cool-down: quiet

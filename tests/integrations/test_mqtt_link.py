@@ -54,7 +54,10 @@ def test_birth_states_events_in_order_and_offline_at_close(broker: Mosquitto) ->
     assert sub.wait_for(lambda ms: [m.payload for m in ms if m.topic == STATUS] == [b"online", b"offline"], 5)
     late = Subscriber(broker, (STATUS, "t/cam/person/+"))  # retained: what a new subscriber (Home Assistant) sees
     assert late.wait_for(lambda ms: len(ms) == 2, 5)
-    assert {m.topic: m.payload for m in late.messages} == {STATUS: b"offline", "t/cam/person/alice": b'{"state":"gone"}'}
+    assert {m.topic: m.payload for m in late.messages} == {
+        STATUS: b"offline",
+        "t/cam/person/alice": b'{"state":"gone"}',
+    }
     assert all(m.retain for m in late.messages)
     sub.close()
     late.close()

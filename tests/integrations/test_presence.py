@@ -6,7 +6,9 @@ from stream.integrations.presence import Presence
 from stream.types import Event, EventKind, TrackKey
 
 
-def ev(kind: EventKind, track: TrackKey, person: str | None = None, score: float | None = None, stranger: str | None = None) -> Event:
+def ev(
+    kind: EventKind, track: TrackKey, person: str | None = None, score: float | None = None, stranger: str | None = None
+) -> Event:
     return Event.of_track(1.0, kind, track, person, score, stranger=stranger)
 
 

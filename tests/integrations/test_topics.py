@@ -26,7 +26,10 @@ def test_topics_and_names() -> None:
     assert t.person("cam", "a/b+#") == "home/faces/cam/person/a_b"
     assert t.last_person("cam") == "home/faces/cam/last_person"
     assert t.alerts("stranger at door") == "home/faces/alerts/stranger_at_door"
-    assert t.discovery("binary_sensor", "cam_alice_presence") == "homeassistant/binary_sensor/home_faces/cam_alice_presence/config"
+    assert (
+        t.discovery("binary_sensor", "cam_alice_presence")
+        == "homeassistant/binary_sensor/home_faces/cam_alice_presence/config"
+    )
     assert topic_level("+++") == "_" and object_id("front.door") == "front_door"
 
 
@@ -53,7 +56,11 @@ def test_discovery_configs_for_home_assistant() -> None:
     assert sensor["state_topic"] == "adaface/door/last_person" and sensor["value_template"] == "{{ value_json.person }}"
     presence = configs["homeassistant/binary_sensor/adaface/gate_unknown_presence/config"]
     assert presence["state_topic"] == "adaface/gate/person/unknown"
-    assert (presence["payload_on"], presence["payload_off"], presence["device_class"]) == ("present", "gone", "occupancy")
+    assert (presence["payload_on"], presence["payload_off"], presence["device_class"]) == (
+        "present",
+        "gone",
+        "occupancy",
+    )
     assert presence["value_template"] == "{{ value_json.state }}"
     for config in configs.values():
         assert config["availability_topic"] == "adaface/status"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -60,7 +61,7 @@ def test_failures_are_retried_with_growing_waits_then_delivered() -> None:
     counters = sender.counters()
     assert (counters.delivered, counters.retries, counters.failed, counters.dropped) == (1, 4, 0, 0)
     times = [c[3] for c in poster.calls]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert [round(g, 2) >= w for g, w in zip(gaps, (0.05, 0.1, 0.2, 0.2), strict=True)] == [True] * 4
     assert {c[2]["X-AdaFace-Delivery"] for c in poster.calls} == {"same"}  # receivers can drop repeats
 

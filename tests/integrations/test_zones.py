@@ -46,7 +46,9 @@ def test_zone_set_of_box_uses_the_box_centre_in_frame_pixels() -> None:
         zones.of_box([0, 0, 1, 1], 0, 10)
 
 
-def _snap(track_id: int, box: tuple[float, float, float, float], state: TrackState = TrackState.CONFIRMED) -> TrackSnapshot:
+def _snap(
+    track_id: int, box: tuple[float, float, float, float], state: TrackState = TrackState.CONFIRMED
+) -> TrackSnapshot:
     return TrackSnapshot(track_id, state, np.array(box, np.float32), 0.99, 0, 5, 5, 0.0)
 
 
