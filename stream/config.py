@@ -8,6 +8,7 @@ from them: ``python run.py config --reference``). Unknown keys and bad values ra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -352,37 +353,45 @@ class RuntimeConfig(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
-    """An MQTT broker URL taken apart (``password`` percent-decoded; never logged)."""
+    """An MQTT broker URL taken apart. ``password`` is never shown: ``shown`` is the URL with it masked."""
 
     host: str
     port: int
     tls: bool
     username: str | None
-    password: str | None
+    password: str | None = dataclasses.field(repr=False)
+    shown: str
 
 
 def broker_address(url: str) -> BrokerAddress:
     """``mqtt://[user[:password]@]host[:port]`` (1883) or ``mqtts://...`` (TLS, 8883); ValueError (with
-    the password masked) for anything else."""
-    shown = mask_secrets(url)
+    the password masked) for anything else.
+
+    The credentials end at the last ``@``, so a password from ``${ENV}`` may hold any character (``@ / :``
+    included); ``%xx`` escapes in the user and password are decoded."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostport = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    shown = f"{scheme}{sep}{user}{':***' if colon else ''}{at}{hostport}" if sep else mask_secrets(url)
+    if scheme not in ("mqtt", "mqtts") or not sep:
+        raise ValueError(f"must start with mqtt:// or mqtts:// (TLS), got {shown!r}")
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(f"{scheme}://{hostport}")
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"not a valid URL ({exc}): {shown!r}") from None
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"must start with mqtt:// or mqtts:// (TLS), got {shown!r}")
     if not parts.hostname:
         raise ValueError(f"names no broker host: {shown!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"must be mqtt[s]://[user:password@]host[:port] with nothing after the port, got {shown!r}")
-    tls = parts.scheme == "mqtts"
+    tls = scheme == "mqtts"
     return BrokerAddress(
         host=parts.hostname,
         port=port or (8883 if tls else 1883),
         tls=tls,
-        username=None if parts.username is None else unquote(parts.username),
-        password=None if parts.password is None else unquote(parts.password),
+        username=unquote(user) if at else None,
+        password=unquote(password) if at and colon else None,
+        shown=shown,
     )
 
 
@@ -482,6 +491,10 @@ class MqttConfig(_Strict):
     def _broker(cls, value: str) -> str:
         broker_address(value)
         return value
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, value: str) -> str:
+        return broker_address(value).shown
 
     @field_validator("client_id")
     @classmethod

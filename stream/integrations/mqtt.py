@@ -68,7 +68,7 @@ class MqttLink:
         cannot be loaded. Nothing touches the network until ``start``."""
         self._config = config
         self._address = broker_address(config.url)
-        self._shown = mask_secrets(config.url)
+        self._shown = self._address.shown
         self._status = status_topic
         self._online, self._offline = online, offline
         self._qos = config.qos
