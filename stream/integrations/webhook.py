@@ -9,8 +9,9 @@ is the receiving side's check.
 A 2xx answer is delivered. A refused connection, a timeout (``timeout_s`` per attempt), 5xx, 408 or
 429 is retried after 0.5 s, 1 s, 2 s, ... (capped at ``MAX_BACKOFF_S``), up to ``retries`` more times;
 another answer (4xx, a redirect) gives up at once. Retries never hold up other deliveries: the
-thread always takes the delivery that is due first. Every failed attempt is logged (the endpoint shown
-as ``scheme://host:port/***``) and counted; at most ``capacity`` deliveries wait, beyond which the oldest
+thread always takes the delivery that is due first. Every failed attempt is counted; the log says when
+an endpoint starts failing, then once a minute while it goes on, and when it delivers again (the
+endpoint shown as ``scheme://host:port/***``); at most ``capacity`` deliveries wait, beyond which the oldest
 is dropped and counted. ``close(deadline)`` lets the thread deliver what is due until ``deadline`` and
 counts the rest as dropped.
 
@@ -55,6 +56,7 @@ DELIVERY_HEADER = "X-AdaFace-Delivery"
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 _RETRY_STATUS = frozenset({408, 429})
+_COMPLAIN_EVERY_S = 60.0
 
 Poster = Callable[[str, bytes, Mapping[str, str], float], int]
 """(url, body, headers, timeout_s) → HTTP status; raises ``OSError`` (refused, timeout, DNS...)."""
@@ -146,6 +148,7 @@ class WebhookSender:
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._delivered = self._retries = self._failed = 0  # the webhook thread's
+        self._failing: dict[str, float] = {}  # the webhook thread's: endpoint → when it was last warned of
         self._dropped = 0  # the output thread's (send), then close's
 
     def start(self) -> None:
@@ -227,23 +230,32 @@ class WebhookSender:
             why = f"HTTP {status}"
         if status is not None and 200 <= status < 300:
             self._delivered += 1
-            if item.attempt:
-                log.info("%s: delivered on attempt %d", where, item.attempt + 1)
+            if self._failing.pop(where, None) is not None or item.attempt:
+                log.info("%s: delivered (attempt %d)", where, item.attempt + 1)
             return
         retry = status is None or status >= 500 or status in _RETRY_STATUS
         if retry and item.attempt < d.retries:
             delay = min(self._max_backoff_s, self._first_backoff_s * 2**item.attempt)
             self._retries += 1
-            log.warning(
-                "%s: %s (attempt %d of %d); retrying in %.1f s", where, why, item.attempt + 1, d.retries + 1, delay
-            )
+            self._complain(where, f"{why} (attempt {item.attempt + 1} of {d.retries + 1}); retrying in {delay:.1f} s")
             with self._cond:
                 item.attempt += 1
                 item.due = self._clock() + delay
                 self._pending.append(item)
             return
         self._failed += 1
-        log.warning("%s: %s (attempt %d of %d); giving up", where, why, item.attempt + 1, d.retries + 1)
+        self._complain(where, f"{why} (attempt {item.attempt + 1} of {d.retries + 1}); giving up")
+
+    def _complain(self, where: str, what: str) -> None:
+        """A warning when an endpoint starts failing and then once a minute while it goes on (the rest
+        at debug level): a dead endpoint must not flood the log; the counters have every failure."""
+        now = self._clock()
+        last = self._failing.get(where)
+        if last is None or now - last >= _COMPLAIN_EVERY_S:
+            self._failing[where] = now
+            log.warning("%s: %s", where, what)
+        else:
+            log.debug("%s: %s", where, what)
 
 
 def _reason(exc: BaseException) -> str:

@@ -151,6 +151,7 @@ class Subscriber:
         self._lock = threading.Lock()
         self._topics = topics
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker acknowledged the subscriptions (SUBACK)
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{free_port()}")
         if broker.user:
             self.client.username_pw_set(broker.user, broker.password)
@@ -159,15 +160,15 @@ class Subscriber:
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = lambda *a: (self.connected.clear(), self.subscribed.clear())
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.connect("127.0.0.1", broker.port, keepalive=10)
         self.client.loop_start()
-        assert self.connected.wait(10), "subscriber did not connect"
+        assert self.subscribed.wait(10), "subscriber did not connect and subscribe"
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if not reason.is_failure:
-            for topic in self._topics:
-                client.subscribe(topic, qos=1)
+            client.subscribe([(topic, 1) for topic in self._topics])  # one SUBACK for all
             self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
