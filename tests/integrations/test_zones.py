@@ -123,3 +123,19 @@ def test_event_zones_reach_the_journal_line_and_the_record() -> None:
     assert record.to_dict()["zones"] == ["door", "drive"]
     with pytest.raises(ValueError, match="zones must not be set in extra"):
         Event(1.0, "cam", EventKind.TRACK_STARTED, TrackKey("cam", 0, 1), extra=(("zones", []),))
+
+
+def test_the_overlay_outlines_zones_with_their_names() -> None:
+    from stream.outputs.overlay import COLOR_ZONE, draw_overlay
+
+    image = np.zeros((200, 400, 3), np.uint8)
+    image.flags.writeable = False
+    drawn = draw_overlay(image, [], zones=[("right", SQUARE)])
+    assert not image.any()  # the frame is only read
+    near = np.abs(drawn.astype(int) - np.array(COLOR_ZONE)).max(axis=2) < 100  # anti-aliased yellow
+    zone_pixels = near & (drawn.max(axis=2) > 100)
+    column = round(0.5 * 399)
+    assert zone_pixels[50:150, column - 1 : column + 2].any(axis=1).all()  # the left edge, top to bottom
+    assert zone_pixels[:40, 200:260].any()  # the name, at the top-left corner
+    assert not zone_pixels[60:140, 20:180].any()  # nothing outside the outline
+    assert np.array_equal(draw_overlay(image, []), draw_overlay(image, [], zones=()))
