@@ -331,7 +331,11 @@ class OutputsConfig(_Strict):
         description="Delete events, tracks, faces and snapshot files older than this many days, at start and "
         "hourly (null: keep everything).",
     )
-    snapshots: bool = Field(True, description="Save a best-shot JPEG per named track.")
+    snapshots: bool = Field(
+        True,
+        description="Save a best-shot JPEG per track once it is named or labelled unknown-N (unknown faces: not "
+        "with blur_unknown).",
+    )
     display: bool = Field(False, description="Show a window (only when a display exists).")
     blur_unknown: bool = Field(
         False,
