@@ -46,8 +46,9 @@ __all__ = ["CLOSE_BUDGET_S", "FiredAlert", "IntegrationCounters", "Integrations"
 
 log = logging.getLogger(__name__)
 
-CLOSE_BUDGET_S = 1.5
-"""How long ``close`` lets MQTT and webhooks flush, together (the app joins its threads within 4 s)."""
+CLOSE_BUDGET_S = 1.0
+"""How long ``close`` lets MQTT and webhooks flush, together (plus a 0.2 s join; the app joins its
+threads within 4 s and the video must be finished too)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ MAX_IN_FLIGHT = 100
 FIRST_BACKOFF_S = 0.5
 _LOOP_S = 0.05
 _STILL_DOWN_LOG_S = 60.0
+_GOODBYE_S = 0.3  # of the close budget, kept for "offline" and a clean disconnect
+_JOIN_GRACE_S = 0.2
 
 
 def default_client_id(prefix: str) -> str:
@@ -138,7 +140,7 @@ class MqttLink:
         """``stop``, wait for the thread (until ``deadline`` and a little), count what is left as dropped."""
         self.stop(deadline)
         if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE_S)
             if self._thread.is_alive():
                 log.warning("mqtt: the link thread did not finish in time (%s)", self._shown)
         with self._lock:
@@ -195,7 +197,7 @@ class MqttLink:
     def _finished(self) -> bool:
         if not self._stop.is_set():
             return False
-        if time.monotonic() >= self._deadline or not self._connected:
+        if time.monotonic() >= self._deadline - _GOODBYE_S or not self._connected:
             return True
         with self._lock:
             idle = not self._outbox and not self._dirty
@@ -303,13 +305,12 @@ class MqttLink:
         """Say offline (retained) and disconnect cleanly, within the deadline."""
         try:
             if self._connected:
+                end = max(self._deadline, time.monotonic() + _GOODBYE_S)  # the last _GOODBYE_S is for this
                 self._client.publish(self._status, self._offline, qos=self._qos, retain=True)
                 self._sent += 1
-                end = min(self._deadline, time.monotonic() + 0.5)
                 while self._connected and self._sent != self._acked and time.monotonic() < end:
                     self._client.loop(timeout=_LOOP_S)
                 self._client.disconnect()
-                end = min(self._deadline, time.monotonic() + 0.3)
                 while self._client.socket() is not None and time.monotonic() < end:
                     self._client.loop(timeout=_LOOP_S)
         except Exception as exc:  # closing must not raise

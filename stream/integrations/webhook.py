@@ -57,6 +57,7 @@ FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 _RETRY_STATUS = frozenset({408, 429})
 _COMPLAIN_EVERY_S = 60.0
+_JOIN_GRACE_S = 0.2
 
 Poster = Callable[[str, bytes, Mapping[str, str], float], int]
 """(url, body, headers, timeout_s) → HTTP status; raises ``OSError`` (refused, timeout, DNS...)."""
@@ -183,7 +184,7 @@ class WebhookSender:
         """``stop``, wait for the thread (until ``deadline`` and a little), count what is left as dropped."""
         self.stop(deadline)
         if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE_S)
         with self._cond:
             left = len(self._pending)
             self._pending.clear()

@@ -9,6 +9,10 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +26,7 @@ from stream.config import parse_config
 from stream.faces.models import ModelOverrides
 from stream.integrations.webhook import SIGNATURE_HEADER, verify_signature
 from stream.outputs.summary import RunSummary
-from tests.conftest import app_config_text, unix_time
+from tests.conftest import REPO, app_config_text, unix_time
 from tests.integrations.broker import Mosquitto, Subscriber, free_port
 
 pytestmark = pytest.mark.slow  # real models and video, a broker, an HTTP server
@@ -254,3 +258,43 @@ alerts:
     assert counts["webhook_delivered"] == len(alerts) + 1
     assert summary.frames_in == summary.frames_processed + summary.frames_dropped  # nothing stuck in the pipeline
     assert took < 32 + 60, took  # model loading aside, the camera's 32 s
+
+
+# ---------------------------------------------------------------- stopping
+
+
+def test_ctrl_c_with_a_silent_broker_and_a_hanging_webhook_still_ends_within_5_s(
+    demo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A broker and a webhook endpoint that accept connections and never answer: Ctrl-C still finishes
+    the outputs and ends the process within 5 s (the integrations get 1 s of it)."""
+    clip, gallery = demo
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections complete in the kernel; nobody reads or answers
+    port = silent.getsockname()[1]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        app_config_text(tmp_path)
+        + f"profile: cpu\nmqtt:\n  url: mqtt://127.0.0.1:{port}\n"
+        + f"alerts:\n  - name: anyone\n    webhook: {{url: 'http://127.0.0.1:{port}/hook', timeout_s: 30}}\n"
+    )
+    events = tmp_path / "events.jsonl"
+    cmd = [sys.executable, "run.py", "--config", str(cfg), "--source", _live_demo(clip), "--gallery", str(gallery)]
+    cmd += ["--events", str(events)]
+    app = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait(lambda: any(e["kind"] == "alert" for e in _journal(events)), 120), "no alert"
+        time.sleep(1.0)  # the webhook thread is now inside a POST that will not be answered
+        app.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, _ = app.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if app.poll() is None:
+            app.kill()
+        silent.close()
+    print(f"\nCtrl-C to exit: {took:.2f} s")
+    assert app.returncode == 130, out
+    assert took < 5.0, f"took {took:.1f} s\n{out}"
+    assert "Traceback" not in out

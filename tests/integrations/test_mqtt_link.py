@@ -157,3 +157,24 @@ def test_tls_with_the_brokers_ca(tmp_path: Path) -> None:
         broker.kill()
     with pytest.raises(UserError, match="mqtt.tls.ca_file: cannot load"):
         _link(broker.url, tls={"ca_file": str(tmp_path / "missing.pem")})
+
+
+def test_a_frozen_broker_never_holds_up_the_caller(broker: Mosquitto) -> None:
+    sub = Subscriber(broker)
+    link = _link(broker.url, qos=1)
+    link.start()
+    assert _wait(lambda: link.counters().connected, 10)
+    broker.freeze()  # accepts nothing, answers nothing: TCP buffers fill, no PUBACK comes
+    try:
+        started = time.monotonic()
+        for i in range(3000):
+            link.publish("t/cam/events", json.dumps({"n": i, "pad": "x" * 200}).encode())
+        assert time.monotonic() - started < 0.5
+        time.sleep(1.0)
+        assert link.counters().pending > 0  # waiting: at most MAX_IN_FLIGHT are out unacknowledged
+    finally:
+        broker.thaw()
+    assert sub.wait_for(lambda ms: sum(m.topic == "t/cam/events" for m in ms) >= 3000, 20), link.counters()
+    assert sorted({m.json()["n"] for m in sub.on("t/cam/events")}) == list(range(3000))
+    link.close(time.monotonic() + 1)
+    sub.close()
