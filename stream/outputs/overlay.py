@@ -31,13 +31,13 @@ COLOR_NAMED: Color = (0, 200, 0)
 COLOR_UNKNOWN: Color = (0, 140, 255)
 COLOR_LOST: Color = (160, 160, 160)
 COLOR_ZONE: Color = (0, 215, 255)
-
-ZoneOutline = tuple[str, Sequence[tuple[float, float]]]
-"""A zone to draw: its name and polygon in normalised (0-1) coordinates."""
 _TEXT_DARK: Color = (0, 0, 0)
 _TEXT_LIGHT: Color = (255, 255, 255)
 _INACTIVE_STATES = frozenset({"lost", "tentative", "removed"})
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+ZoneOutline = tuple[str, Sequence[tuple[float, float]]]
+"""A zone to draw: its name and polygon in normalised (0-1) coordinates."""
 
 
 @dataclass(frozen=True, slots=True)
