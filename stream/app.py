@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.closing import close_quietly
-from stream.config import AppConfig, OutputsConfig, StreamConfig
+from stream.config import DEMO_STREAM, AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.identity.bestshot import BestShotSettings
@@ -22,6 +22,8 @@ from stream.identity.slot import GallerySlot
 from stream.identity.strangers import StrangerBook, StrangerSettings
 from stream.identity.thresholds import threshold_from_config
 from stream.identity.voting import TrackVoter, VotingSettings
+from stream.integrations.hub import build_integrations
+from stream.integrations.zones import ZoneSet, ZoneTagger
 from stream.logs import mask_secrets
 from stream.outputs.events import EventJournal
 from stream.outputs.live_view import LiveView
@@ -39,8 +41,6 @@ from stream.store.retention import Retention
 from stream.store.urls import configured_store_url, open_store
 
 log = logging.getLogger(__name__)
-
-DEMO_STREAM = "demo"
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,7 @@ def build_recogniser(
     observer: LatencyObserver | None = None,
     stop: threading.Event | None = None,
     gallery: GallerySlot | None = None,
+    zones: dict[str, ZoneSet] | None = None,
 ) -> Recogniser:
     """``gallery``: where the library publishes new matchers (None: the matcher stays)."""
     rec = config.recognition
@@ -167,7 +168,13 @@ def build_recogniser(
         observer=observer,
         stop=stop,
         gallery=gallery,
+        zones=ZoneTagger(zones),
     )
+
+
+def stream_zones(streams: Sequence[StreamConfig]) -> dict[str, ZoneSet]:
+    """Each stream's zones (``streams[].zones``), for the streams that have some."""
+    return {s.name: ZoneSet.from_config(s.zones) for s in streams if s.zones}
 
 
 @dataclass
@@ -191,6 +198,7 @@ class App:
     def run(self) -> RunSummary:
         """Run every stream to its end (or Ctrl-C / a stage error); the summary is written either way."""
         try:
+            self.writers.start()
             self.pipeline.run()
         finally:
             if self.library is not None:
@@ -298,6 +306,8 @@ def _wire(
     matcher = library.load(models.for_stills())  # the pipeline's models (still-image detector), before its threads start
     streams, paths = opened.streams, opened.paths
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in opened.sources}
+    integrations = build_integrations(config, [s.name for s in streams], matcher.names)  # nothing connects yet
+    zones = stream_zones(streams)
     files_only = all(s.effective_mode == "file" for s in streams)
     writers = OutputWriters(
         paths,
@@ -309,6 +319,8 @@ def _wire(
         recorder=build_recorder(config, paths, opened.store, models.embedder.model_id),
         blur_unknown=config.outputs.blur_unknown,
         view=opened.view,
+        integrations=integrations,
+        zones=zones,
     )
     det = config.detection
     live = {s.name for s in streams if s.effective_mode == "live"}
@@ -318,7 +330,14 @@ def _wire(
     worker = EmbedWorker(models.embedder, writers.metrics) if off_path else None
     stop = threading.Event()
     recogniser = build_recogniser(
-        models, config, matcher, worker=worker, observer=writers.metrics, stop=stop, gallery=library.slot
+        models,
+        config,
+        matcher,
+        worker=worker,
+        observer=writers.metrics,
+        stop=stop,
+        gallery=library.slot,
+        zones=zones,
     )
     pipeline = Pipeline(
         opened.sources,

@@ -8,15 +8,20 @@ from them: ``python run.py config --reference``). Unknown keys and bad values ra
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +30,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -33,25 +39,38 @@ from stream.logs import mask_secrets
 from trackers import TrackerSettings
 
 __all__ = [
+    "DEMO_STREAM",
     "PROFILES",
     "STILL_DETECTION_KEYS",
+    "AlertRule",
     "AppConfig",
+    "BrokerAddress",
     "ConfigError",
     "DetectionConfig",
     "GalleryConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
     "OutputsConfig",
     "RecognitionConfig",
     "RuntimeConfig",
     "StreamConfig",
     "TrackingConfig",
     "WebConfig",
+    "WebhookConfig",
     "apply_profile",
+    "broker_address",
+    "endpoint_label",
     "is_loopback",
     "load_config",
     "parse_config",
+    "polygon_problem",
     "probe_cuda",
+    "public_url",
     "resolve_profile",
 ]
+
+DEMO_STREAM = "demo"
+"""The stream name of the built-in demo (no streams configured)."""
 
 
 class ConfigError(Exception):
@@ -64,6 +83,68 @@ class _Strict(BaseModel):
 
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+MIN_ZONE_AREA = 1e-4
+"""Smallest zone, as a share of the picture (0.01 %: a 1 % x 1 % square)."""
+
+
+def _safe_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"must use only letters, digits, '_', '.', '-', got {value!r}")
+    return value
+
+
+def polygon_problem(points: Sequence[tuple[float, float]]) -> str | None:
+    """Why ``points`` (normalised x, y) is not a usable zone, or None: at least 3 distinct points, an
+    area of at least ``MIN_ZONE_AREA``, and no edge crossing or touching another."""
+    pts = [(float(x), float(y)) for x, y in points]
+    if len(pts) < 3:
+        return f"a zone needs at least 3 points, got {len(pts)}"
+    if len(set(pts)) < 3:
+        return "a zone needs at least 3 distinct points"
+    if not all(math.isfinite(v) for p in pts for v in p):
+        return "coordinates must be finite"
+    edges = list(zip(pts, pts[1:] + pts[:1], strict=True))
+    n = len(edges)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j == i + 1 or (i == 0 and j == n - 1):
+                continue  # neighbours share a corner
+            if _segments_meet(*edges[i], *edges[j]):
+                return f"the polygon's edges {i + 1} and {j + 1} cross (points must go around the zone in order)"
+    area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in edges))
+    if area < MIN_ZONE_AREA:
+        return f"the polygon is degenerate (area {area:.2g} of the picture, needs at least {MIN_ZONE_AREA:g})"
+    return None
+
+
+def _segments_meet(
+    a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], d: tuple[float, float]
+) -> bool:
+    def orient(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float]) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    def on(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float]) -> bool:
+        return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
+
+    o1, o2, o3, o4 = orient(a, b, c), orient(a, b, d), orient(c, d, a), orient(c, d, b)
+    if (o1 > 0) != (o2 > 0) and (o3 > 0) != (o4 > 0) and 0 not in (o1, o2, o3, o4):
+        return True
+    ends = ((o1, a, b, c), (o2, a, b, d), (o3, c, d, a), (o4, c, d, b))
+    return any(o == 0 and on(p, q, r) for o, p, q, r in ends)
+
+
+def _polygon(points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    problem = polygon_problem(points)
+    if problem:
+        raise ValueError(problem)
+    return points
+
+
+Name = Annotated[str, AfterValidator(_safe_name)]
+Coordinate = Annotated[float, Field(ge=0.0, le=1.0)]
+Polygon = Annotated[tuple[tuple[Coordinate, Coordinate], ...], AfterValidator(_polygon)]
+
 
 class StreamConfig(_Strict):
     name: str = Field(description="Short unique name used in overlays, events and file names.", min_length=1)
@@ -75,13 +156,18 @@ class StreamConfig(_Strict):
         description="live: drop frames at the door to keep up; file: process every frame; auto: file for "
         "paths, live for URLs and webcams.",
     )
+    zones: dict[Name, Polygon] = Field(
+        default_factory=dict,
+        description="Named areas of the picture, {name: [[x, y], ...]}: polygons of at least 3 points in "
+        "coordinates from 0 to 1 (x from the left, y from the top edge). Track events say which zones the "
+        "face's box centre is in; tracks entering and leaving them give zone_entered/zone_left events; the "
+        "video draws them.",
+    )
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-            raise ValueError(f"must use only letters, digits, '_', '.', '-', got {value!r}")
-        return value
+        return _safe_name(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> StreamConfig:
@@ -286,7 +372,11 @@ class OutputsConfig(_Strict):
         description="Delete events, tracks, faces and snapshot files older than this many days, at start and "
         "hourly (null: keep everything).",
     )
-    snapshots: bool = Field(True, description="Save a best-shot JPEG per named track.")
+    snapshots: bool = Field(
+        True,
+        description="Save a best-shot JPEG per track once it is named or labelled unknown-N (unknown faces: not "
+        "with blur_unknown).",
+    )
     display: bool = Field(False, description="Show a window (only when a display exists).")
     blur_unknown: bool = Field(
         False,
@@ -301,6 +391,245 @@ class RuntimeConfig(_Strict):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve metrics on this port (null: off).")
+
+
+# ---------------------------------------------------------------- integrations: MQTT, alerts
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """An MQTT broker URL taken apart. ``password`` is never shown: ``shown`` is the URL with it masked."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None = dataclasses.field(repr=False)
+    shown: str
+
+
+def broker_address(url: str) -> BrokerAddress:
+    """``mqtt://[user[:password]@]host[:port]`` (1883) or ``mqtts://...`` (TLS, 8883); ValueError (with
+    the password masked) for anything else.
+
+    The credentials end at the last ``@``, so a password from ``${ENV}`` may hold any character (``@ / :``
+    included); ``%xx`` escapes in the user and password are decoded."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostport = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    shown = f"{scheme}{sep}{user}{':***' if colon else ''}{at}{hostport}" if sep else mask_secrets(url)
+    if scheme not in ("mqtt", "mqtts") or not sep:
+        raise ValueError(f"must start with mqtt:// or mqtts:// (TLS), got {shown!r}")
+    try:
+        parts = urlsplit(f"{scheme}://{hostport}")
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc}): {shown!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"names no broker host: {shown!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"must be mqtt[s]://[user:password@]host[:port] with nothing after the port, got {shown!r}")
+    tls = scheme == "mqtts"
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(user) if at else None,
+        password=unquote(password) if at and colon else None,
+        shown=shown,
+    )
+
+
+def public_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``url`` checked to be ``scheme://host[...]`` with one of ``schemes``; ValueError (masked) if not."""
+    shown = mask_secrets(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"must be an {' or '.join(s + '://' for s in schemes)} URL with a host, got {shown!r}")
+    return url
+
+
+def endpoint_label(url: str) -> str:
+    """``scheme://host[:port]/***``: a web address as logs and ``run.py config`` show it (hook URLs often
+    carry their token in the path or query)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    tail = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{tail}"
+
+
+def _topic(value: str) -> str:
+    """An MQTT topic (or prefix) we publish to: no wildcards, no empty level at either end."""
+    if not value or len(value) > 200:
+        raise ValueError(f"must be 1 to 200 characters, got {value!r}")
+    if any(c in value for c in "+#\0") or value.startswith(("/", "$")) or value.endswith("/") or "//" in value:
+        raise ValueError(f"must be a topic without wildcards (+ #), $ or empty levels, got {value!r}")
+    return value
+
+
+Topic = Annotated[str, AfterValidator(_topic)]
+
+
+class MqttTlsConfig(_Strict):
+    ca_file: Path | None = Field(
+        None, description="CA certificates (PEM) that sign the broker's certificate (null: the system's)."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), for brokers that ask for one.")
+    key_file: Path | None = Field(None, description="The client certificate's private key (PEM).")
+    insecure: bool = Field(
+        False, description="Accept a broker certificate for another host name (testing only; still checks the CA)."
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class MqttConfig(_Strict):
+    url: str = Field(description="Broker: mqtt://[user:${MQTT_PASSWORD}@]host[:1883], or mqtts:// for TLS (port 8883).")
+    topic_prefix: Topic = Field(
+        "adaface",
+        description="First level of every topic: <prefix>/status, <prefix>/<stream>/events, "
+        "<prefix>/<stream>/person/<name>, <prefix>/<stream>/last_person, <prefix>/alerts/<rule>.",
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id (null: adaface-stream-<prefix>-<host name>); unique per broker."
+    )
+    qos: Literal[0, 1, 2] = Field(
+        1, description="QoS of every message (1: at least once, kept and resent across reconnects)."
+    )
+    keepalive_s: int = Field(
+        30, ge=5, le=3600, description="Keep-alive; a broker silent for this long counts as gone (reconnect)."
+    )
+    reconnect_max_s: float = Field(
+        30.0, ge=0.5, le=3600.0, description="Longest wait between reconnects (from 0.5 s, doubling, up to this)."
+    )
+    outbox: int = Field(
+        10000,
+        ge=10,
+        le=1_000_000,
+        description="Most event and alert messages waiting for the broker (while it is away or slow); beyond "
+        "it the oldest are dropped and counted (mqtt_dropped). Retained states are never dropped: the latest wins.",
+    )
+    discovery: bool = Field(
+        True,
+        description="Publish Home Assistant MQTT discovery configs (retained): per stream a last-person sensor, "
+        "per stream and person (gallery names and unknown) a presence binary sensor.",
+    )
+    discovery_prefix: Topic = Field("homeassistant", description="Home Assistant's discovery prefix.")
+    tls: MqttTlsConfig | None = Field(
+        None, description="TLS settings (mqtts:// uses the system's CAs without them); paths relative to config.yaml."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        broker_address(value)
+        return value
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, value: str) -> str:
+        return broker_address(value).shown
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[!-~]{1,128}", value):
+            raise ValueError(f"must be 1 to 128 printable ASCII characters without spaces, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_mqtts(self) -> MqttConfig:
+        if self.tls is not None and not broker_address(self.url).tls:
+            raise ValueError("tls is set but url is mqtt:// (use mqtts:// for TLS)")
+        return self
+
+
+MIN_SECRET_CHARS = 16
+
+
+class WebhookConfig(_Strict):
+    url: str = Field(description="Endpoint the alert is POSTed to (JSON): http:// or https://; tokens as ${ENV}.")
+    secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key (at least 16 characters; write ${WEBHOOK_SECRET}): each request has "
+        "X-AdaFace-Signature: sha256=<hex HMAC of the body>. Masked by run.py config; null: unsigned.",
+    )
+    timeout_s: float = Field(5.0, gt=0.0, le=60.0, description="Longest wait for one delivery attempt.")
+    retries: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description="Further attempts after a failed one (refused, timeout, 5xx, 429), waiting 0.5 s, 1 s, 2 s, "
+        "... (at most 30 s) in between; other 4xx answers are not retried.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return public_url(value)
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, value: str) -> str:
+        return endpoint_label(value)
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+
+ANY, UNKNOWN_PERSON = "any", "unknown"
+
+
+class AlertRule(_Strict):
+    name: Name = Field(description="Short unique name of the rule (in alert events, topics and logs).")
+    when: tuple[str, ...] = Field(
+        (ANY,),
+        min_length=1,
+        description="Who fires it: person names (gallery folders), unknown (a face not in the gallery, once "
+        "labelled unknown-N), or any (either).",
+    )
+    streams: tuple[Name, ...] = Field((), description="Only on these streams (empty: every stream).")
+    zones: tuple[Name, ...] = Field(
+        (), description="Only while the face's box centre is in one of these zones of the streams (empty: anywhere)."
+    )
+    min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Named people: only with at least this match score (null: any)."
+    )
+    cooldown_s: float = Field(
+        60.0, ge=0.0, le=604800.0, description="After an alert, the same track or person stays quiet this long."
+    )
+    cooldown_per: Literal["track", "person"] = Field(
+        "track",
+        description="track: one alert per track per cool-down; person: one per person (or unknown-N label) "
+        "per cool-down, whatever the track and stream.",
+    )
+    mqtt_topic: Topic | None = Field(
+        None, description="Publish alerts on this topic (null: <topic_prefix>/alerts/<name>); needs the mqtt section."
+    )
+    webhook: WebhookConfig | None = Field(None, description="POST each alert here (null: no webhook).")
+
+    @field_validator("when")
+    @classmethod
+    def _who(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not v.strip() for v in value):
+            raise ValueError("names must not be empty")
+        if ANY in value and len(value) > 1:
+            raise ValueError(f"'any' covers everybody: give it alone, got {list(value)}")
+        return value
 
 
 ARGON2_PREFIX = "$argon2"
@@ -507,6 +836,17 @@ class AppConfig(_Strict):
         "commands and gallery enrolment detect with the built-in " + ", ".join(STILL_DETECTION_KEYS) + " "
         "whatever the profile. The effective config shows the resolved name.",
     )
+    mqtt: MqttConfig | None = Field(
+        None, description="Publish events, presence, alerts and Home Assistant discovery to an MQTT broker (null: off)."
+    )
+    alerts: tuple[AlertRule, ...] = Field(
+        (), description="Alert rules: each matching face gives an alert event (journal, store, MQTT, webhook)."
+    )
+    snapshot_base_url: str | None = Field(
+        None,
+        description="Public URL under which the snapshots folder is served, e.g. http://nvr.lan:8080/api/snapshots "
+        "(the web app): events and alerts on MQTT and webhooks carry snapshot_url = <this>/<file name> (null: none).",
+    )
 
     _profile_reason: str = PrivateAttr("set in the config")
     _explicit: frozenset[str] = PrivateAttr(frozenset())
@@ -548,6 +888,45 @@ class AppConfig(_Strict):
             raise ValueError(f"stream names must be unique, repeated: {', '.join(dupes)}")
         return streams
 
+    @field_validator("snapshot_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else public_url(value).rstrip("/")
+
+    @model_validator(mode="after")
+    def _alerts_fit(self) -> AppConfig:
+        """Rules name streams and zones that exist; their actions have what they need.
+
+        Messages start with the key path (``alerts[0].zones: ...``): ``_first_error`` shows them as they are."""
+        rules = [r.name for r in self.alerts]
+        dupes = sorted({n for n in rules if rules.count(n) > 1})
+        if dupes:
+            raise ValueError(f"alerts: rule names must be unique, repeated: {', '.join(dupes)}")
+        streams = {s.name: s for s in self.streams} or {DEMO_STREAM: StreamConfig(name=DEMO_STREAM, webcam=0)}
+        for i, rule in enumerate(self.alerts):
+            where = f"alerts[{i}]"
+            missing = [n for n in rule.streams if n not in streams]
+            if missing:
+                known = ", ".join(streams) if self.streams else f"none configured; the demo's is {DEMO_STREAM}"
+                raise ValueError(f"{where}.streams: no stream named {', '.join(missing)} (streams: {known})")
+            scope = [streams[n] for n in rule.streams] if rule.streams else list(streams.values())
+            zones = {z for s in scope for z in s.zones}
+            unknown_zones = [z for z in rule.zones if z not in zones]
+            if unknown_zones:
+                names = ", ".join(sorted(zones)) or "none"
+                on = ", ".join(s.name for s in scope)
+                raise ValueError(
+                    f"{where}.zones: no zone {', '.join(unknown_zones)} on stream(s) {on} (zones: {names})"
+                )
+            if UNKNOWN_PERSON in rule.when and not self.recognition.stranger_ids:
+                raise ValueError(
+                    f"{where}.when: 'unknown' needs recognition.stranger_ids: true (unknown faces are told by their "
+                    "unknown-N label)"
+                )
+            if rule.mqtt_topic is not None and self.mqtt is None:
+                raise ValueError(f"{where}.mqtt_topic: needs the mqtt section (no broker configured)")
+        return self
+
     def resolve_paths(self, base: Path) -> AppConfig:
         """Return a copy whose relative paths are taken relative to ``base``."""
 
@@ -565,11 +944,20 @@ class AppConfig(_Strict):
                     }
                 ),
                 "gallery": self.gallery.model_copy(update={"dir": absolute(self.gallery.dir)}),
+                "mqtt": None if self.mqtt is None else _absolute_tls(self.mqtt, absolute),
                 "outputs": self.outputs.model_copy(
                     update={"dir": absolute(self.outputs.dir), "events_db": _absolute_store(self.outputs.events_db, base)}
                 ),
             }
         )
+
+
+def _absolute_tls(mqtt: MqttConfig, absolute: Any) -> MqttConfig:
+    tls = mqtt.tls
+    if tls is None:
+        return mqtt
+    files = {k: absolute(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
+    return mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
 
 
 def _absolute_store(url: str | None, base: Path) -> str | None:
@@ -667,6 +1055,8 @@ SECRET_KEYS = frozenset({"password"})
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
+    if not err["loc"] and err["type"] == "value_error":  # a check across sections names its own keys
+        return _describe(err)
     if any(part in SECRET_KEYS for part in err["loc"]):
         err = {**err, "input": "***", "ctx": {k: "***" if k == "error" else v for k, v in err.get("ctx", {}).items()}}
         if err["type"] == "value_error":
@@ -677,6 +1067,8 @@ def _first_error(exc: ValidationError) -> str:
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # a bad mapping key (a zone name): the key itself names the place
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif not str(part).startswith(("function-", "lax-or-strict", "json-or-python")) and part not in (
@@ -753,17 +1145,22 @@ def reference_rows() -> Iterator[tuple[str, str, str]]:
 
 
 def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
+    """A section's keys; a list of sections (``streams``, ``alerts``) as ``key[].sub``, and an optional
+    section (``mqtt``, default null) as its own row followed by its keys."""
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         sub = _model_of(field.annotation)
-        if sub is not None and name != "streams":
-            yield from _rows(sub, key + ".")
-        elif name == "streams":
-            yield key, "[]", field.description or ""
-            yield from _rows(StreamConfig, "streams[].")
-        else:
+        if sub is None:
             default = field.get_default(call_default_factory=True)
             yield key, _show_default(field.is_required(), default), field.description or ""
+        elif getattr(field.annotation, "__origin__", None) is tuple:
+            yield key, "[]", field.description or ""
+            yield from _rows(sub, key + "[].")
+        elif not field.is_required() and field.get_default(call_default_factory=True) is None:
+            yield key, "null", field.description or ""
+            yield from _rows(sub, key + ".")
+        else:
+            yield from _rows(sub, key + ".")
 
 
 def _show_default(required: bool, default: Any) -> str:

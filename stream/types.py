@@ -236,9 +236,14 @@ class EventKind(enum.Enum):
     STRANGER_ASSIGNED = "stranger_assigned"
     STREAM_DOWN = "stream_down"
     STREAM_UP = "stream_up"
+    ZONE_ENTERED = "zone_entered"
+    ZONE_LEFT = "zone_left"
+    ALERT = "alert"
 
 
-_EVENT_FIELDS = frozenset({"time", "pts_s", "stream", "kind", "epoch", "track_id", "person", "score", "stranger"})
+_EVENT_FIELDS = frozenset(
+    {"time", "pts_s", "stream", "kind", "epoch", "track_id", "person", "score", "stranger", "zones"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +256,11 @@ class Event:
     ``TrackKey`` (its stream is the event's stream); stream events (``stream_up``/``stream_down``)
     carry none, and say their epoch and reason in ``extra``. ``stranger`` is the run's label
     (``unknown-N``) of an unknown person, on ``stranger_assigned`` and on the ``track_ended`` of a
-    track that stayed unknown (``to_dict`` has the key only then). ``extra`` holds the rest
-    (``votes``, ``previous``, ...), never a name of the fields above.
+    track that stayed unknown (``to_dict`` has the key only then). ``zones``: the configured zones of
+    the stream that the track's box centre was in (``streams[].zones``; ``to_dict`` has the key only
+    when there are some); ``zone_entered``/``zone_left`` name their zone in ``extra``; an ``alert``
+    names its rule and the kind of the event that fired it. ``extra`` holds the rest (``votes``,
+    ``previous``, ...), never a name of the fields above.
     """
 
     pts_s: float | None
@@ -264,6 +272,7 @@ class Event:
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     stranger: str | None = None
     time: float | None = None
+    zones: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EventKind):
@@ -281,6 +290,8 @@ class Event:
         clash = sorted(_EVENT_FIELDS.intersection(k for k, _ in extra) - ({"epoch"} if self.track is None else set()))
         _require(not clash, f"Event.extra: {', '.join(clash)} must not be set in extra")
         _set(self, "extra", extra)
+        _set(self, "zones", tuple(self.zones))
+        _require(all(isinstance(z, str) and z for z in self.zones), f"Event.zones: names expected, got {self.zones!r}")
 
     @classmethod
     def of_track(
@@ -318,6 +329,8 @@ class Event:
         out.update(track_id=self.track_id, person=self.person, score=self.score)
         if self.stranger is not None:
             out["stranger"] = self.stranger
+        if self.zones:
+            out["zones"] = list(self.zones)
         out.update(dict(self.extra))
         return out
 

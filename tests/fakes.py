@@ -34,6 +34,7 @@ __all__ = [
     "CountingDetector",
     "CountingEmbedder",
     "FakeGallery",
+    "FakeMqttLink",
     "FakePerson",
     "FakeRecognition",
     "LevelEmbedder",
@@ -44,6 +45,7 @@ __all__ = [
     "RecordingDetect",
     "RecordingIdentifier",
     "RecordingLogHandler",
+    "RecordingPoster",
     "RefusingHasher",
     "ShortClipMaker",
 ]
@@ -361,3 +363,65 @@ class PicklePayload:
 
     def __reduce__(self) -> tuple[Callable[..., object], tuple[object, ...]]:
         return (self.func, self.args)
+
+
+# ---------------------------------------------------------------- integrations
+
+
+class FakeMqttLink:
+    """An MQTT link (``stream.integrations.hub.Link``) that keeps what it is given: ``published`` in
+    order, ``states`` the latest retained payload per topic, ``retained`` every retained payload."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.retained: list[tuple[str, bytes]] = []
+        self.states: dict[str, bytes] = {}
+        self.started = self.closed = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append((topic, payload))
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        self.retained.append((topic, payload))
+        self.states[topic] = payload
+
+    def counters(self) -> Any:
+        from stream.integrations.counters import MqttCounters
+
+        return MqttCounters(published=len(self.published))
+
+    def stop(self, deadline: float) -> None:
+        pass
+
+    def close(self, deadline: float) -> None:
+        self.closed = True
+
+    def on(self, topic: str) -> list[Any]:
+        """The JSON bodies published (not retained) on ``topic``."""
+        import json
+
+        return [json.loads(p) for t, p in self.published if t == topic]
+
+
+class RecordingPoster:
+    """A webhook ``post``: answers from ``statuses`` in turn (an exception instance is raised; the last
+    answer repeats) and records every call (url, body, headers, time.monotonic())."""
+
+    def __init__(self, *statuses: int | BaseException, delay_s: float = 0.0) -> None:
+        self.statuses = list(statuses) or [200]
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, bytes, dict[str, str], float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, body: bytes, headers: Any, timeout_s: float) -> int:
+        with self._lock:
+            self.calls.append((url, body, dict(headers), time.monotonic()))
+            answer = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer

@@ -7,6 +7,12 @@ Series:
   store_written_rows_total, store_buffered_rows_total, store_dropped_rows_total,
   store_reconnects_total, store_failures_total                   counters of the event store
   store_pending_rows, store_up        gauges: rows waiting in memory; 1 while the store takes writes
+  alerts_total{rule}                  counter: alerts fired per rule
+  mqtt_published_total, mqtt_dropped_total, mqtt_reconnects_total, mqtt_connect_failures_total
+                                      counters of the MQTT link (published: acknowledged by the broker)
+  mqtt_outbox_messages, mqtt_connected   gauges: messages waiting for the broker; 1 while connected
+  webhook_delivered_total, webhook_retries_total, webhook_failed_total, webhook_dropped_total
+                                      counters of the webhook sender; webhook_pending gauge
   queue_depth{queue}                  gauge
   stage_latency_seconds{stage}        histogram: detect (a detector batch call), track (one frame),
                                       embed (an embedder call), output (one frame's writing),
@@ -24,6 +30,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
+from stream.integrations.counters import IntegrationCounters
 from stream.logs import mask_secrets
 from stream.outputs import OutputError
 from stream.store.records import StoreCounters
@@ -88,6 +95,25 @@ class Metrics:
         self._store_seen: dict[str, int] = dict.fromkeys(self._store_counts, 0)
         self._store_pending = Gauge("store_pending_rows", "Rows waiting in memory for the event store", registry=r)
         self._store_up = Gauge("store_up", "1 while the event store takes writes", registry=r)
+        self._alerts = Counter("alerts_total", "Alerts fired", ["rule"], registry=r)
+        self._integration_counts = {
+            name: Counter(f"{name}_total", text, registry=r)
+            for name, text in (
+                ("mqtt_published", "MQTT messages the broker acknowledged (QoS 0: written)"),
+                ("mqtt_dropped", "MQTT messages dropped: the outbox was full, or they were left at exit"),
+                ("mqtt_reconnects", "Times the MQTT link came back after losing the broker"),
+                ("mqtt_connect_failures", "Failed MQTT connect attempts (refused, timed out, rejected)"),
+                ("webhook_delivered", "Alert webhooks answered with 2xx"),
+                ("webhook_retries", "Webhook attempts that failed and were retried"),
+                ("webhook_failed", "Webhook deliveries given up (out of retries, or a 4xx answer)"),
+                ("webhook_dropped", "Webhook deliveries dropped: the outbox was full, or they were left at exit"),
+            )
+        }
+        self._integration_seen: dict[str, int] = dict.fromkeys(self._integration_counts, 0)
+        self._alerts_seen: dict[str, int] = {}
+        self._mqtt_outbox = Gauge("mqtt_outbox_messages", "MQTT messages waiting for the broker", registry=r)
+        self._mqtt_connected = Gauge("mqtt_connected", "1 while the MQTT link is connected", registry=r)
+        self._webhook_pending = Gauge("webhook_pending", "Webhook deliveries waiting (incl. retries)", registry=r)
         self._queue_depth = Gauge("queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r)
         self._latency = Histogram(
             "stage_latency_seconds", "Time spent in one pipeline stage per item", ["stage"],
@@ -127,6 +153,23 @@ class Metrics:
                 self._store_seen[name] = value
         self._store_pending.set(counters.pending)
         self._store_up.set(1 if counters.up else 0)
+
+    def integrations(self, counters: IntegrationCounters) -> None:
+        """The integrations' cumulative counters (reported as increments) and gauges."""
+        for rule, count in counters.alerts.items():
+            seen = self._alerts_seen.get(rule, 0)
+            if count > seen:
+                self._alerts.labels(rule=rule).inc(count - seen)
+                self._alerts_seen[rule] = count
+        for name, value in counters.summary().items():
+            if name in self._integration_counts and value > self._integration_seen[name]:
+                self._integration_counts[name].inc(value - self._integration_seen[name])
+                self._integration_seen[name] = value
+        if counters.mqtt is not None:
+            self._mqtt_outbox.set(counters.mqtt.pending)
+            self._mqtt_connected.set(1 if counters.mqtt.connected else 0)
+        if counters.webhook is not None:
+            self._webhook_pending.set(counters.webhook.pending)
 
     def set_queue_depth(self, queue: str, depth: int) -> None:
         self._queue_depth.labels(queue=queue).set(depth)

@@ -6,12 +6,15 @@ Each box gets a label ``#7 alice 0.62`` / ``#7 unknown`` (``#7 unknown-3`` once 
 the run's stranger label) and, when the quality is known, a short
 bar under the box whose length is ``quality`` (0..1) of the box width and whose colour runs from
 red (0) through yellow to green (1). Labels are kept inside the frame; boxes that are partly or
-wholly outside the frame are clipped or skipped. The input image is never written to.
+wholly outside the frame are clipped or skipped. Zones (``streams[].zones``, normalised polygons) are
+drawn first, under the boxes: a thin yellow outline and the zone's name at its top-left corner. The
+input image is never written to.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -20,17 +23,21 @@ import numpy as np
 from stream.logs import mask_secrets
 from trackers import check_array, check_finite
 
-__all__ = ["COLOR_LOST", "COLOR_NAMED", "COLOR_UNKNOWN", "TrackView", "draw_overlay"]
+__all__ = ["COLOR_LOST", "COLOR_NAMED", "COLOR_UNKNOWN", "COLOR_ZONE", "TrackView", "ZoneOutline", "draw_overlay"]
 
 Color = tuple[int, int, int]
 
 COLOR_NAMED: Color = (0, 200, 0)
 COLOR_UNKNOWN: Color = (0, 140, 255)
 COLOR_LOST: Color = (160, 160, 160)
+COLOR_ZONE: Color = (0, 215, 255)
 _TEXT_DARK: Color = (0, 0, 0)
 _TEXT_LIGHT: Color = (255, 255, 255)
 _INACTIVE_STATES = frozenset({"lost", "tentative", "removed"})
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+ZoneOutline = tuple[str, Sequence[tuple[float, float]]]
+"""A zone to draw: its name and polygon in normalised (0-1) coordinates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +86,14 @@ def draw_overlay(
     views: list[TrackView] | tuple[TrackView, ...],
     stream_label: str | None = None,
     fps: float | None = None,
+    zones: Sequence[ZoneOutline] = (),
 ) -> np.ndarray:
-    """Return a new HxWx3 uint8 BGR image: ``image_bgr`` with every view and a header drawn on it."""
+    """Return a new HxWx3 uint8 BGR image: ``image_bgr`` with the zones, every view and a header drawn on it."""
     image = check_array("draw_overlay.image_bgr", image_bgr, np.uint8, (None, None, 3))
     canvas = np.array(image, copy=True, order="C")
     style = _Style.for_frame(canvas.shape[1], canvas.shape[0])
+    for name, points in zones:
+        _draw_zone(canvas, name, points, style)
     for view in views:
         _draw_track(canvas, view, style)
     _draw_header(canvas, stream_label, fps, style)
@@ -101,6 +111,21 @@ class _Style:
         short = min(width, height)
         scale = max(0.35, min(1.2, short / 720 * 0.6))
         return cls(scale=scale, thickness=max(1, round(short / 360)), pad=max(2, round(short / 240)))
+
+
+def _draw_zone(canvas: np.ndarray, name: str, points: Sequence[tuple[float, float]], style: _Style) -> None:
+    height, width = canvas.shape[:2]
+    pixels = np.array([(x * (width - 1), y * (height - 1)) for x, y in points], np.float64)
+    if len(pixels) < 3 or not np.all(np.isfinite(pixels)):
+        return
+    poly = np.round(pixels).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(canvas, [poly], True, COLOR_ZONE, max(1, style.thickness // 2), cv2.LINE_AA)
+    corner = min(range(len(pixels)), key=lambda i: (pixels[i][1], pixels[i][0]))  # the top-most, then left-most
+    x, y = (round(v) for v in pixels[corner])
+    (_, text_h), baseline = cv2.getTextSize(name, _FONT, style.scale * 0.8, 1)
+    x = max(0, min(x + style.pad, width - 1))
+    y = max(text_h + style.pad, min(y + text_h + style.pad, height - baseline - 1))
+    cv2.putText(canvas, name, (x, y), _FONT, style.scale * 0.8, COLOR_ZONE, 1, cv2.LINE_AA)
 
 
 def _draw_track(canvas: np.ndarray, view: TrackView, style: _Style) -> None:

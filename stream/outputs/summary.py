@@ -7,6 +7,9 @@ after a reconnect). Stream ids are masked (``mask_secrets``) in both renderings.
 ``None`` when nothing was measured. ``decode_errors`` counts corrupt packets/frames the sources
 skipped; ``detector_fallbacks`` counts detection batches that failed and were retried frame by frame;
 ``strangers`` counts the distinct ``unknown-N`` labels given (unknown people told apart).
+``integrations`` holds the counts of MQTT and alert rules (alerts, mqtt_published, mqtt_dropped,
+webhook_delivered, ...; see ``stream.integrations.hub``), empty when none is configured (and then left
+out of the JSON).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class RunSummary:
     decode_errors: int = 0
     detector_fallbacks: int = 0
     strangers: int = 0
+    integrations: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -59,9 +63,10 @@ class RunSummary:
                 raise ValueError(f"RunSummary.{name}: must be >= 0, got {getattr(self, name)}")
         object.__setattr__(self, "identities", MappingProxyType(dict(self.identities)))
         object.__setattr__(self, "per_stream", MappingProxyType(dict(self.per_stream)))
+        object.__setattr__(self, "integrations", MappingProxyType(dict(self.integrations)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "frames_in": self.frames_in,
             "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped,
@@ -76,6 +81,9 @@ class RunSummary:
             "latency_p95_ms": _num(self.latency_p95_ms),
             "per_stream": {mask_secrets(k): s.to_dict() for k, s in sorted(self.per_stream.items())},
         }
+        if self.integrations:
+            out["integrations"] = dict(self.integrations)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
@@ -93,6 +101,8 @@ class RunSummary:
             )
         if self.strangers:
             rows.append(f"strangers (unknown people told apart): {self.strangers}")
+        if self.integrations:
+            rows.append("integrations: " + ", ".join(f"{k} {v}" for k, v in self.integrations.items()))
         if self.identities:
             named = ", ".join(f"{mask_secrets(str(k))}={v or 'unknown'}" for k, v in sorted(self.identities.items()))
             rows.append(f"identities: {named}")

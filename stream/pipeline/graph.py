@@ -122,6 +122,7 @@ class Pipeline:
         self._status: Channel[Event] = Channel(256, "status")
         self._errors: list[tuple[str, BaseException]] = []
         self._errors_lock = threading.Lock()
+        self._output_done = threading.Event()  # set by the output thread when it has closed the outputs
 
     # ------------------------------------------------------------ running
 
@@ -165,9 +166,12 @@ class Pipeline:
             self.stop.set()
 
     def _wait(self, threads: list[threading.Thread]) -> None:
-        output = threads[-1]
-        while output.is_alive():
-            output.join(timeout=0.2)
+        # Not output.join(): on CPython 3.11 a Ctrl-C that lands inside Thread.join marks the still running
+        # thread as stopped (threading's bpo-45274 handling), so the joins after it return at once and the
+        # process could end while the output thread is still closing the outputs.
+        while not self._output_done.wait(0.2):
+            if not threads[-1].is_alive():  # it never got to its loop (cannot happen; never wait forever)
+                break
         self.stop.set()  # outputs done (or failed): release every other stage
         self._join(threads, JOIN_TIMEOUT_S)
 
@@ -255,7 +259,10 @@ class Pipeline:
                     self.counters.streams[item.frame.stream_id].frames_out += 1
             self._drain_status()
         finally:
-            self._output.close()
+            try:
+                self._output.close()
+            finally:
+                self._output_done.set()
 
     def _drain_status(self) -> None:
         events = []

@@ -65,6 +65,6 @@ class Annotated:
     frame: Frame
     labels: tuple[TrackLabel, ...]
     events: tuple[Event, ...]
-    snapshots: tuple[tuple[TrackKey, np.ndarray], ...] = ()  # (track, best crop) for newly named tracks
+    snapshots: tuple[tuple[TrackKey, np.ndarray], ...] = ()  # (track, best crop): newly named or labelled unknown-N
     faces: tuple[TrackFace, ...] = ()  # of the tracks that ended on this frame
     tentative: tuple[TrackSnapshot, ...] = ()  # tracks not yet confirmed (not shown, but blurred when asked)

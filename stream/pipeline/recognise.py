@@ -26,10 +26,13 @@ from stream.faces.embedder import Embedder, crop_for
 from stream.identity.bestshot import BestShotSelector, BestShotSettings, crop_quality
 from stream.identity.slot import GallerySlot
 from stream.identity.voting import TrackVoter
+from stream.integrations.zones import TrackPlace, ZoneTagger
 from stream.pipeline.embedding import Embedded, EmbedWorker, LatencyObserver, embed_crops
 from stream.pipeline.messages import Annotated, Detected, TrackFace, TrackLabel
 from stream.types import Embedding, Event, EventKind, FaceCrop, Frame, TrackKey
 from trackers import Tracker, TrackerSettings, TrackSnapshot, TrackState
+
+_SNAPSHOT_KINDS = (EventKind.IDENTITY_ASSIGNED, EventKind.STRANGER_ASSIGNED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +71,15 @@ class Recogniser:
         observer: LatencyObserver | None = None,
         stop: threading.Event | None = None,
         gallery: GallerySlot | None = None,
+        zones: ZoneTagger | None = None,
     ) -> None:
         """``worker``: embed off the frame path (live streams); ``stop``: the pipeline's stop event
         (to hand batches to the worker); ``observer``: where the ``track`` and ``embed`` stage timings go;
-        ``gallery``: where a changed gallery's matcher is published (read at the start of each batch)."""
+        ``gallery``: where a changed gallery's matcher is published (read at the start of each batch);
+        ``zones``: tags track events with the streams' zones and adds zone_entered/zone_left."""
         self._gallery = gallery
         self._embedder = embedder
+        self._zones = zones or ZoneTagger()
         self._worker = worker
         self._observer = observer
         self._stop = stop or threading.Event()
@@ -129,6 +135,7 @@ class Recogniser:
         if state is not None and last is not None:
             events += self._end_all(stream_id, state, last.pts_s)
         faces = self._ended.pop(stream_id, [])
+        events = self._zones.tag(stream_id, events)
         return ([e.at(last.wall_time) for e in events] if last and last.wall_time is not None else events), faces
 
     # ------------------------------------------------------------ tracking
@@ -258,7 +265,7 @@ class Recogniser:
         self, frame: Frame, snaps: list[TrackSnapshot], events: list[Event], faces: tuple[TrackFace, ...]
     ) -> Annotated:
         state = self._streams[frame.stream_id]
-        labels = []
+        labels, places = [], []
         for snap in snaps:
             if snap.state is TrackState.TENTATIVE:
                 continue
@@ -267,10 +274,14 @@ class Recogniser:
             labels.append(
                 TrackLabel(snap, identity.person, score, state.quality.get(snap.track_id), identity.stranger)
             )
-        named = tuple(
+            places.append(TrackPlace(snap, identity))
+        if self._zones:
+            size = (frame.width, frame.height)
+            events = self._zones.tag(frame.stream_id, events, places, epoch=state.epoch, size=size, pts_s=frame.pts_s)
+        named = tuple(  # snapshots: a newly named track, and an unknown face's first label
             (e.track, state.best[e.track.track_id].crop)
             for e in events
-            if e.kind is EventKind.IDENTITY_ASSIGNED and e.track is not None and e.track.track_id in state.best
+            if e.kind in _SNAPSHOT_KINDS and e.track is not None and e.track.track_id in state.best
         )
         if frame.wall_time is not None:
             events = [e.at(frame.wall_time) for e in events]

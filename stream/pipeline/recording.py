@@ -2,8 +2,8 @@
 
 ``EventRecorder`` is part of the output stage and runs in the output thread only. For each event it
 stamps a wall-clock time when the event has none (a test or tool made it without a frame: the run's
-start plus pts), builds the ``EventRecord`` (with the run id, and the snapshot path for identity
-events), appends it to the journal and queues it in the store. It follows each track from
+start plus pts), builds the ``EventRecord`` (with the run id, and the snapshot path for identity,
+stranger_assigned and alert events), appends it to the journal and queues it in the store. It follows each track from
 ``track_started`` to ``track_ended`` and writes its ``TrackRecord`` (one row per TrackKey, from the
 start time to the end time), then the ``FaceRecord`` of its ``TrackFace`` (template, best crop as
 JPEG, the face's size in the frame and the crop's blur score, measured before JPEG encoding). It
@@ -31,11 +31,21 @@ from stream.store.records import EventRecord, FaceRecord, RunRecord, StoreCounte
 from stream.store.retention import Retention
 from stream.types import Event, EventKind, TrackKey
 
-__all__ = ["EventRecorder"]
+__all__ = ["EventRecorder", "Recorded"]
 
 log = logging.getLogger(__name__)
 
 _NAMING = (EventKind.IDENTITY_ASSIGNED, EventKind.IDENTITY_CHANGED)
+_WITH_SNAPSHOT = (*_NAMING, EventKind.STRANGER_ASSIGNED, EventKind.ALERT)  # events that name the track's snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One event as recorded: with its wall-clock time set, its record, its snapshot file (identity events)."""
+
+    event: Event
+    record: EventRecord
+    snapshot: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +92,14 @@ class EventRecorder:
     # ---- the output thread's calls ---------------------------------------------------------------
 
     def snapshot(self, key: TrackKey, crop: np.ndarray) -> None:
-        """Save a newly named track's best crop (before its identity event is recorded)."""
+        """Save the best crop of a track newly named or labelled unknown-N (before its event is recorded)."""
         if self._snapshots is not None:
             self._snapshot_paths[key] = save_snapshot(self._snapshots, key, crop)
 
-    def events(self, events: Sequence[Event]) -> list[tuple[Event, Path | None]]:
-        """Record events in order; the journal and the store see each batch at once. Returns each event
-        with its wall-clock time set and its snapshot path (identity events), for live viewers."""
-        recorded: list[tuple[Event, Path | None]] = []
+    def events(self, events: Sequence[Event]) -> list[Recorded]:
+        """Record events in order; the journal and the store see each batch at once. Returns, in order,
+        each event with its wall-clock time set, its record and its snapshot path (identity events)."""
+        recorded: list[Recorded] = []
         for event in events:
             event = event.at(self.run.started + (event.pts_s or 0.0))  # keeps a time it has
             assert event.time is not None
@@ -103,7 +113,7 @@ class EventRecorder:
                 self._store.add_events([record])
             if event.track is not None:
                 self._follow(event.track, event, event.time)
-            recorded.append((event, snapshot))
+            recorded.append(Recorded(event, record, snapshot))
         if events:
             self.flush()
         return recorded
@@ -155,7 +165,7 @@ class EventRecorder:
     # ---- steps ---------------------------------------------------------------------------------------
 
     def _snapshot_of(self, event: Event) -> Path | None:
-        if event.kind not in _NAMING or event.track is None:
+        if event.kind not in _WITH_SNAPSHOT or event.track is None:
             return None
         return self._snapshot_paths.get(event.track)
 

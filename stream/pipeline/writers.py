@@ -3,6 +3,10 @@
 
 Runs in the output thread only. ``close`` always finishes what was opened, so Ctrl-C leaves a
 playable mp4, flushed events and the run ended in the store.
+
+With ``integrations`` every recorded event is also handed to ``stream.integrations.hub.Integrations``
+(MQTT, alert rules), which only queues: the alerts it fires are recorded here as ``alert`` events and
+then handed back for delivery. ``start`` starts its threads; ``close`` gives them a bounded time.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.closing import close_quietly
+from stream.integrations.hub import Integrations
+from stream.integrations.zones import ZoneSet
 from stream.outputs.live_view import LiveView, StreamCounts
 from stream.outputs.metrics import Metrics, MetricsServer
 from stream.outputs.mot import MotWriter
-from stream.outputs.overlay import TrackView, draw_overlay
+from stream.outputs.overlay import TrackView, ZoneOutline, draw_overlay
 from stream.outputs.privacy import blur_faces
 from stream.outputs.summary import RunSummary, latency_percentiles_ms
 from stream.outputs.video import VideoSettings, VideoWriter
 from stream.pipeline.messages import Annotated, TrackFace, TrackLabel
-from stream.pipeline.recording import EventRecorder
+from stream.pipeline.recording import EventRecorder, Recorded
 from stream.store.records import RunRecord
 from stream.types import Event
 
@@ -77,12 +83,19 @@ class OutputWriters:
         recorder: EventRecorder | None = None,
         blur_unknown: bool = False,
         view: LiveView | None = None,
+        integrations: Integrations | None = None,
+        zones: dict[str, ZoneSet] | None = None,
     ) -> None:
-        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere).
+        """``recorder``: where events, tracks and faces go (default: a new run recorded nowhere);
         ``view``: publish the annotated frames (only while watched), the streams' status and the events
-        into it (for the web app)."""
+        into it (for the web app); ``integrations``: MQTT and alert rules (None: off); ``zones``: drawn
+        on each stream's frames."""
         self.recorder = recorder or EventRecorder(RunRecord.new())
         self._view = view
+        self._integrations = integrations
+        self._zones: dict[str, tuple[ZoneOutline, ...]] = {
+            stream: tuple((z.name, z.points) for z in zone_set.zones) for stream, zone_set in (zones or {}).items()
+        }
         self._paths = paths
         self._blur_unknown = blur_unknown
         self._video = video or VideoSettings()
@@ -98,6 +111,11 @@ class OutputWriters:
         self._seen: dict[str, _Seen] = {}  # per stream: the counts already reported as metrics
         self._fallbacks_seen = 0
 
+    def start(self) -> None:
+        """Start the integrations' threads (MQTT link, webhook sender); before the pipeline runs."""
+        if self._integrations is not None:
+            self._integrations.start()
+
     def watch(self, pipeline: Pipeline) -> None:
         """Report this pipeline's counters and queue depths as metrics (read from the output thread)."""
         self._pipeline = pipeline
@@ -108,13 +126,17 @@ class OutputWriters:
         started = time.perf_counter()
         frame = item.frame
         out = self._stream(frame.stream_id)
+        unnamed = {label.snapshot.track_id for label in item.labels if label.person is None}
         for key, crop in item.snapshots:  # before the events: identity events name their snapshot
+            if self._blur_unknown and key.track_id in unnamed:
+                continue  # privacy: no picture of an unknown face
             self.recorder.snapshot(key, crop)
         self.events(item.events)
         self.faces(item.faces)
         viewed = self._view is not None and self._view.wants_frame(frame.stream_id)
         if self._paths.videos.get(frame.stream_id) is not None or self._display or viewed:
-            image = annotated_image(item, blur_unknown=self._blur_unknown)
+            zones = self._zones.get(frame.stream_id, ())
+            image = annotated_image(item, blur_unknown=self._blur_unknown, zones=zones)
             self._write_video(frame.stream_id, out, image)
             self._show(frame.stream_id, image)
             if viewed and self._view is not None:
@@ -130,6 +152,7 @@ class OutputWriters:
         self.metrics.observe_latency("frame_to_output", latency)
         self._sync_metrics(frame.stream_id)
         self._sync_store_metrics()
+        self._sync_integration_metrics()
         self.recorder.tick()
         if self._view is not None:
             seen = self._seen.get(frame.stream_id, _Seen())
@@ -139,8 +162,18 @@ class OutputWriters:
 
     def events(self, events: Sequence[Event]) -> None:
         recorded = self.recorder.events(events)
+        self._publish(recorded)
+        if self._integrations is None or not events:
+            return
+        fired = self._integrations.events([(r.event, r.record) for r in recorded])
+        if fired:
+            alerts = self.recorder.events([f.alert.event for f in fired])
+            self._publish(alerts)
+            self._integrations.deliver(fired, [r.record for r in alerts])
+
+    def _publish(self, recorded: Sequence[Recorded]) -> None:
         if self._view is not None:
-            self._view.publish_events([(event, None if path is None else path.name) for event, path in recorded])
+            self._view.publish_events([(r.event, None if r.snapshot is None else r.snapshot.name) for r in recorded])
 
     def faces(self, faces: Sequence[TrackFace]) -> None:
         self.recorder.faces(faces)
@@ -162,6 +195,9 @@ class OutputWriters:
             self.recorder.close(time.time())
         finally:
             self._sync_store_metrics()
+            if self._integrations is not None:  # bounded: CLOSE_BUDGET_S
+                close_quietly(self._integrations, "integrations", level=logging.ERROR)
+                self._sync_integration_metrics()
         if self._server is not None:
             self._server.shutdown()
         if self._display:
@@ -195,6 +231,14 @@ class OutputWriters:
         counters = self.recorder.store_counters()
         if counters is not None:
             self.metrics.store(counters)
+
+    def _sync_integration_metrics(self) -> None:
+        if self._integrations is not None:
+            self.metrics.integrations(self._integrations.counters())
+
+    def integration_counts(self) -> dict[str, int]:
+        """The integrations' counts for the run summary (empty: none configured)."""
+        return {} if self._integrations is None else self._integrations.counters().summary()
 
     def _stream(self, stream_id: str) -> _StreamOut:
         return self._streams.setdefault(stream_id, _StreamOut())
@@ -230,8 +274,9 @@ class OutputWriters:
             cv2.waitKey(1)
 
 
-def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarray:
-    """The image every view of a frame shows (video file, window): a new copy with the overlay.
+def annotated_image(item: Annotated, *, blur_unknown: bool = False, zones: Sequence[ZoneOutline] = ()) -> np.ndarray:
+    """The image every view of a frame shows (video file, window): a new copy with the overlay (and the
+    stream's ``zones`` outlined).
 
     With ``blur_unknown`` every face not named (unknown confirmed and lost tracks, whose boxes follow
     the Kalman prediction between detections, and tentative tracks not yet shown) is mosaicked
@@ -242,7 +287,7 @@ def annotated_image(item: Annotated, *, blur_unknown: bool = False) -> np.ndarra
         boxes = [label.snapshot.box for label in item.labels if label.person is None]
         image = blur_faces(image, boxes + [snap.box for snap in item.tentative])
     views = [_view(label) for label in item.labels]
-    return draw_overlay(image, views, stream_label=item.frame.stream_id)
+    return draw_overlay(image, views, stream_label=item.frame.stream_id, zones=zones)
 
 
 def _view(label: TrackLabel) -> TrackView:
@@ -301,4 +346,5 @@ def summarise(counters: Counters, pipeline: Pipeline, writers: OutputWriters) ->
         decode_errors=sum(s.decode_errors for s in per_stream.values()),
         detector_fallbacks=counters.detector_fallbacks,
         strangers=len(set().union(*record.strangers.values())),
+        integrations=writers.integration_counts(),
     )

@@ -339,10 +339,13 @@ class EventRecord:
         snapshot: str | Path | None = None,
     ) -> EventRecord:
         """The record of a pipeline ``Event``: the epoch comes from its track (or, for stream events,
-        from ``extra["epoch"]``); ``time`` and ``pts_s`` are the caller's (``Event.ts`` is not used)."""
+        from ``extra["epoch"]``); ``time`` and ``pts_s`` are the caller's (``Event.ts`` is not used);
+        the event's ``zones``, when it has some, go into ``extra`` as ``zones`` (a list)."""
         extra = dict(event.extra)
         epoch = event.track.epoch if event.track is not None else extra.pop("epoch", None)
         extra.pop("epoch", None)
+        if event.zones:  # kept with the extras (``extra_json``): the journal line has them as "zones"
+            extra["zones"] = list(event.zones)
         return cls(
             run_id=run_id,
             time=time,

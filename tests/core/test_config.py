@@ -54,7 +54,7 @@ def test_relative_paths_resolve_next_to_the_config(tmp_path: Path) -> None:
         ),
         (
             "streams:\n  - {name: a, webcam: 0, fps: 3}\n",
-            "streams[0].fps: unknown key (allowed: name, url, path, webcam, mode)",
+            "streams[0].fps: unknown key (allowed: name, url, path, webcam, mode, zones)",
         ),
         ("tracking:\n  iou_gate: 0\n", "tracking.iou_gate: must be > 0.0, got 0"),
         ("outputs:\n  video_preset: turbo\n", "outputs.video_preset: must be one of 'ultrafast', 'superfast',"),

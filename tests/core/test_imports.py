@@ -1,5 +1,5 @@
-"""Imports point one way: run.py → stream.cli → web → app/commands → pipeline → outputs/identity/sources →
-faces → types/config/logs/errors → trackers. No cycles, TYPE_CHECKING and function-level imports
+"""Imports point one way: run.py → stream.cli → web → app/commands → pipeline → outputs/identity/sources/
+store/integrations → faces → types/config/logs/errors → trackers. No cycles, TYPE_CHECKING and function-level imports
 included; the tracker library never imports the app.
 
 Read from the source with ``ast`` (nothing is imported), so the test is fast and sees every import.
@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stream.web",),
     ("stream.app", "stream.commands"),
     ("stream.pipeline",),
-    ("stream.outputs", "stream.identity", "stream.sources", "stream.demo", "stream.store"),
+    ("stream.outputs", "stream.identity", "stream.sources", "stream.demo", "stream.store", "stream.integrations"),
     ("stream.faces",),
     ("stream.types", "stream.config", "stream.logs", "stream.errors", "stream.closing"),
     ("trackers",),
