@@ -3,7 +3,7 @@
 Order: the exposure rule and the password hash, then the socket (a bad address or a port in use fails
 before any model loads), then the app (sources, models, gallery, pipeline) with a ``LiveView`` the
 output thread publishes into, then the web app's own parts (the API's detector, the identify service,
-the events reader), then uvicorn in the ``web`` thread, then the pipeline in the main thread. ``serve``
+the events reader; the app's library), then uvicorn in the ``web`` thread, then the pipeline in the main thread. ``serve``
 keeps the web app up after the streams end (files), until Ctrl-C/SIGTERM; ``--web`` stops it with the
 run. Either way the web server is stopped in ``finally``.
 
@@ -11,7 +11,9 @@ Threads and owners: the pipeline's threads own what ``docs/architecture.md`` §3
 thread (uvicorn's loop) and its worker threads own the sessions, the login throttle, the API's
 detector (behind the identify service's lock) and their own read-only SQLite connections; they read
 the ``LiveView`` and the metrics registry (both thread-safe) and share the embedder's weights, whose
-``embed`` keeps no state (torch inference mode), so it is never locked against the pipeline.
+``embed`` keeps no state (torch inference mode), so it is never locked against the pipeline. The
+library (``App.library``) is called from the web's worker threads under its own lock; it enrols with
+models of its own and hands new matchers to the pipeline through its ``GallerySlot``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +136,7 @@ def web_deps(
     api_detector: FaceDetector | None,
 ) -> WebDeps:
     outputs, rec = config.outputs, config.recognition
+    limits = UploadLimits(max_bytes=round(web.max_upload_mb * 1_000_000), max_pixels=web.max_upload_pixels)
     identify = None
     if app.models is not None:
         started = time.perf_counter()
@@ -149,7 +152,6 @@ def web_deps(
             target_far=rec.target_far,
             score_table=rec.score_table,
         )
-        limits = UploadLimits(max_bytes=round(web.max_upload_mb * 1_000_000), max_pixels=web.max_upload_pixels)
         identify = IdentifyService(identifier, limits)
     return WebDeps(
         view=view,
@@ -157,10 +159,21 @@ def web_deps(
         snapshots=outputs.dir / "snapshots" if outputs.snapshots else None,
         identify=identify,
         metrics=app.writers.metrics.render,
-        people=app.gallery.names if app.gallery is not None else (),
+        people=_people(app),
+        library=app.library,
         settings=WebSettings(
             password=password,
             session_ttl_s=web.session_hours * 3600.0,
             loopback_only_hosts=password is None and is_loopback(web.host),  # no login: no DNS rebinding either
+            uploads=limits,
         ),
     )
+
+
+def _people(app: App) -> Callable[[], Sequence[str]] | tuple[str, ...]:
+    """The names the streams know now: read from the library's slot (its own lock only, so a page never
+    waits for an enrolment in progress)."""
+    if app.library is None:
+        return app.gallery.names if app.gallery is not None else ()
+    slot = app.library.slot
+    return lambda: slot.matcher.names
