@@ -526,7 +526,7 @@ def create_app(deps: WebDeps) -> FastAPI:
     _library_routes(app, deps, page)
 
     limits = deps.identify.limits.max_bytes + MULTIPART_SLACK if deps.identify else SMALL_BODY
-    body_limits = ((r"/api/identify", limits), (r"/api/people/[^/]+/photos", settings.photos_body_limit))
+    body_limits = ((r"/api/identify", limits), (r"/api/people/.+/photos", settings.photos_body_limit))
     app.add_middleware(Guard, settings=settings, sessions=sessions, body_limits=body_limits)
     return app
 
@@ -624,7 +624,7 @@ def _library_routes(app: FastAPI, deps: WebDeps, page: Callable[..., HTMLRespons
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=5"})
 
     @app.post(
-        "/api/people/{name}/photos",
+        "/api/people/{name:path}/photos",  # a name with / is a clear 400, not a route that is not there
         tags=["library"],
         responses={**_LIBRARY_ERRORS, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
     )

@@ -193,8 +193,9 @@ def test_bad_uploads_are_clear_4xx_errors_and_leave_the_gallery_untouched(
         ("x" * 65, 400, "longer than 64"),
         ("c%3Aolon", 400, "may not contain :"),
         ("ALICE", 409, "person 'alice' already exists"),
-        ("a%2Fb", 404, "Not Found"),  # a / in the name: no such route
-        ("..%2F..%2Fetc", 404, "Not Found"),
+        ("a%2Fb", 400, "may not contain / or"),
+        ("..%2F..%2Fetc", 400, "may not contain / or"),
+        ("alice/photos/x", 400, "may not contain / or"),
     ],
 )
 def test_bad_person_names_for_an_upload_are_refused(lib: Lib, person: str, status: int, message: str) -> None:
