@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,16 +32,18 @@ from stream.commands.identify import StillIdentifier
 from stream.config import AppConfig, WebConfig, is_loopback
 from stream.errors import UserError
 from stream.faces.models import FaceDetector, ModelOverrides, Models, build_detector
+from stream.identity.library import Library
+from stream.identity.matcher import GalleryLike
 from stream.outputs.live_view import LiveView
 from stream.outputs.summary import RunSummary
 from stream.store.urls import configured_store_url
 from stream.web.app import WebDeps, WebSettings, create_app
 from stream.web.auth import PasswordCheck, check_exposure
 from stream.web.events import StoreEventReader
-from stream.web.identify import IdentifyService, UploadLimits
+from stream.web.identify import Identifier, IdentifyService, UploadLimits
 from stream.web.server import WebServer, bind
 
-__all__ = ["check_web", "parse_web_address", "run_with_web", "web_config", "web_deps"]
+__all__ = ["LibraryIdentifier", "check_web", "parse_web_address", "run_with_web", "web_config", "web_deps"]
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +146,19 @@ def web_deps(
         detector = api_detector or build_detector(config, overrides)
         log.debug("the API's own detector built in %.2f s", time.perf_counter() - started)
         api_models = Models(detector, app.models.embedder, app.models.batch_size)
-        gallery = app.gallery or _NoGallery(app.models.embedder.model_id)
-        identifier = StillIdentifier(
-            api_models,
-            gallery,
-            rec.match_threshold,
-            rec.min_margin,
-            target_far=rec.target_far,
-            score_table=rec.score_table,
-        )
+        model_id = app.models.embedder.model_id
+
+        def still(gallery: GalleryLike | None) -> StillIdentifier:
+            return StillIdentifier(
+                api_models,
+                gallery if gallery is not None and gallery.names else _NoGallery(model_id),
+                rec.match_threshold,
+                rec.min_margin,
+                target_far=rec.target_far,
+                score_table=rec.score_table,
+            )
+
+        identifier: Identifier = still(app.gallery) if app.library is None else LibraryIdentifier(app.library, still)
         identify = IdentifyService(identifier, limits)
     return WebDeps(
         view=view,
@@ -168,6 +175,27 @@ def web_deps(
             uploads=limits,
         ),
     )
+
+
+class LibraryIdentifier:
+    """``POST /api/identify`` against the library's gallery as it is now: the ``StillIdentifier`` is made
+    again from the library's enrolled gallery whenever the library published a new matcher (an upload,
+    a rename, a named group), so the API knows whom the streams know. Called under the identify
+    service's lock; reads the version from the library's slot (its own lock)."""
+
+    def __init__(self, library: Library, build: Callable[[GalleryLike | None], StillIdentifier]) -> None:
+        self._library = library
+        self._slot = library.slot
+        self._build = build
+        self._version: int | None = None
+        self._identifier: StillIdentifier | None = None
+
+    def __call__(self, image: np.ndarray) -> list[dict[str, Any]]:
+        version = self._slot.version
+        if self._identifier is None or version != self._version:
+            self._identifier = self._build(self._library.gallery)
+            self._version = version
+        return self._identifier(image)
 
 
 def _people(app: App) -> Callable[[], Sequence[str]] | tuple[str, ...]:

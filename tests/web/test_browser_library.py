@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, Served, _free_port, _wait
+from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, Served, _free_port, _multipart, _wait
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
@@ -173,11 +173,15 @@ def _statuses(driver: Any, person: str) -> dict[str, str]:
 
 
 def _message(driver: Any, contains: str, timeout: float = 60) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def shown(d: Any) -> str | bool:
-        node = d.find_elements(By.ID, "message")
-        return node[0].text if node and node[0].is_displayed() and contains in node[0].text else False
+        try:  # the page reloads after a change: an element of the old page goes stale
+            node = d.find_elements(By.ID, "message")
+            return node[0].text if node and node[0].is_displayed() and contains in node[0].text else False
+        except StaleElementReferenceException:
+            return False
 
     return str(_wait(driver, shown, timeout, f"no message with {contains!r}"))
 
@@ -200,7 +204,7 @@ def test_upload_photos_for_a_new_person_and_see_each_photos_status(
     driver = browser
     photos = [shared_data / SCARLETT / f"img{n}.jpg" for n in (8, 9, 47)]
     two = shared_data / "face_recognition/examples/two_people.jpg"
-    for path in [*photos, two]:
+    for path in [*photos, two, shared_data / SCARLETT / "img48.jpg"]:
         if not path.is_file():
             pytest.skip(f"missing shared data file {path}")
     driver.get(served.url + "people")
@@ -225,6 +229,9 @@ def test_upload_photos_for_a_new_person_and_see_each_photos_status(
     thumbs = card.find_elements(By.CSS_SELECTOR, "li.photo img")
     _wait(driver, lambda d: all(t.get_property("naturalWidth") > 0 for t in thumbs), 15, "photos did not load")
     assert sorted(p.name for p in (served.root / "gallery" / PERSON).iterdir()) == sorted(statuses)
+    body, kind = _multipart(shared_data / SCARLETT / "img48.jpg")  # another photo of her: the API knows her now
+    status, answer = served.api("/api/identify", token=_token(served), data=body, headers={"Content-Type": kind})
+    assert status == 200 and [f["person"] for f in json.loads(answer)] == [PERSON], answer
 
 
 def test_bad_input_on_the_people_page_shows_clear_errors_and_leaves_the_gallery_untouched(

@@ -642,3 +642,37 @@ def test_snapshot_links_need_a_login_with_a_password(site: Site) -> None:
         token = c.post("/api/token", data={"password": PASSWORD}).json()["token"]
         r = c.get("/snapshots/cam_e0_t1.jpg", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+
+
+# ---------------------------------------------------------------- identify follows the library
+
+
+def test_the_identify_api_knows_whom_the_library_knows_now(lib: Lib) -> None:
+    """``run.py serve``'s identifier is made again from the library's gallery after every change."""
+    from stream.commands.identify import StillIdentifier
+    from stream.faces.images import decode_bgr
+    from stream.web.serve import LibraryIdentifier, _NoGallery
+
+    class Nobody(_NoGallery):
+        @property
+        def templates(self) -> np.ndarray:
+            return np.zeros((0, 16), np.float32)  # the stand-in embedder's dimension
+
+    built: list[tuple[str, ...]] = []
+
+    def still(gallery: Any) -> StillIdentifier:
+        gallery = gallery if gallery is not None and gallery.names else Nobody("facenet:casia-webface:fake")
+        built.append(tuple(gallery.names))
+        return StillIdentifier(models(), gallery, None, 0.05)
+
+    identify = LibraryIdentifier(lib.library, still)
+    carol = decode_bgr(photo(LEVELS["carol"], 7))
+    assert [f["person"] for f in identify(carol)] == [None]
+    assert [f["person"] for f in identify(decode_bgr(photo(LEVELS["alice"], 7)))] == ["alice"]
+    assert built == [("alice", "bob")]  # made once while nothing changes
+    assert lib.client.post("/api/people/carol/photos", files=_files(("c.png", photo(LEVELS["carol"])))).status_code == 200
+    assert [f["person"] for f in identify(carol)] == ["carol"]
+    assert built[-1] == ("alice", "bob", "carol")
+    for name in ("alice", "bob", "carol"):
+        assert lib.client.delete(f"/api/people/{name}").status_code == 200
+    assert [f["person"] for f in identify(carol)] == [None] and built[-1] == ()
