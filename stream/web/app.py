@@ -6,12 +6,16 @@ touches a pipeline stage: the app only reads the view, the stored events and the
 
 Routes (``/docs`` lists the API with its parameters; ``/openapi.json`` is the schema):
 
-- pages: ``/`` dashboard, ``/events`` search, ``/login``, ``/logout``, ``/docs``;
+- pages: ``/`` dashboard, ``/events`` search, ``/people`` (the gallery), ``/unknowns`` (unnamed faces),
+  ``/login``, ``/logout``, ``/docs``;
 - ``/streams/{name}/live.mjpeg`` (newest frame, at most ``web.live_fps``; a slow client gets fewer
   frames), ``/streams/{name}/latest.jpg``;
 - ``/api/health`` (public), ``/api/streams``, ``/api/events``, ``/api/events/stream`` (SSE),
   ``/api/events/{id}``, ``/api/events/{id}/snapshot``, ``/api/snapshots/{name}``, ``/api/identify``,
-  ``/api/token``, ``/metrics``.
+  ``/api/token``, ``/metrics``; ``/snapshots/{name}`` (a snapshot by file name: the links of alerts);
+- the library (``stream.web.library``): ``/api/people`` (people, photos, uploads, delete, rename),
+  ``/api/unknowns`` (groups of unnamed faces: name, ignore, merge, remove a face), ``/api/faces/{id}/crop.jpg``,
+  ``/api/events/{id}/not-this-person``. Its calls run in worker threads of their own (they may enrol).
 
 Security (``Guard``, a plain ASGI middleware in front of everything): with a password every route but
 the login page, ``/static`` and ``/api/health`` needs a session (HttpOnly SameSite=Strict cookie, or
@@ -28,24 +32,29 @@ import asyncio
 import json
 import logging
 import math
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stream.commands.events import parse_time as parse_cli_time
+from stream.errors import UserError
+from stream.identity.photos import NotFound, Upload
 from stream.logs import mask_secrets
 from stream.outputs.live_view import LiveView
 from stream.types import iso_utc
@@ -60,7 +69,8 @@ from stream.web.events import (
     snapshot_file,
     snapshot_name,
 )
-from stream.web.identify import IdentifyService, UploadError
+from stream.web.identify import IdentifyService, UploadError, UploadLimits, check_image, check_size
+from stream.web.library import LibraryApi, LibraryRunner, check_file_part, check_person_part, error_status, image_type
 
 __all__ = ["COOKIE", "WebDeps", "WebSettings", "create_app"]
 
@@ -73,6 +83,8 @@ PUBLIC_PREFIXES = ("/static/",)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NO_EVENTS = "events are not stored in this app (outputs.events_sqlite is off)"
 _BROKEN_STORE = "the event store cannot be read right now"
+_NO_LIBRARY = "the library (people and unknown faces) is not available in this app"
+MAX_ID = 2**63 - 1  # ids are 64-bit in the store
 SMALL_BODY = 64 * 1024  # every request body but an upload
 MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -103,18 +115,28 @@ class WebSettings:
     events_backlog: int = 20
     latest_wait_s: float = 2.0
     page_size: int = 50
+    uploads: UploadLimits = field(default_factory=UploadLimits)
+    max_photos: int = 20  # photos in one upload to /api/people/{name}/photos
+
+    @property
+    def photos_body_limit(self) -> int:
+        """The largest request body of a photo upload: 10 photos of the largest size (and the multipart)."""
+        return 10 * self.uploads.max_bytes + MULTIPART_SLACK
 
 
 @dataclass(frozen=True)
 class WebDeps:
-    """What the web app reads; all thread-safe for readers."""
+    """What the web app reads; all thread-safe for readers. ``library``: the app's library (people, unknown
+    faces; ``stream.identity.library.Library``), or None; ``people``: the known names (for the pages'
+    suggestions), or a function giving them now."""
 
     view: LiveView
     events: EventReader | None = None
     snapshots: Path | None = None
     identify: IdentifyService | None = None
     metrics: Callable[[], bytes] | None = None
-    people: tuple[str, ...] = ()
+    people: Sequence[str] | Callable[[], Sequence[str]] = ()
+    library: LibraryApi | None = None
     settings: WebSettings = field(default_factory=WebSettings)
     closing: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.time)
@@ -295,8 +317,9 @@ def create_app(deps: WebDeps) -> FastAPI:
             rows=rows,
             kinds=EVENT_KINDS,
             streams=deps.view.streams(),
-            people=deps.people,
+            people=_names(deps.people),
             unknown=UNKNOWN,
+            library=deps.library is not None,
             newer=None if offset == 0 else "?" + urlencode({**link, "offset": max(0, offset - settings.page_size)}),
             older="?" + urlencode({**link, "offset": offset + settings.page_size}) if more else None,
             offset=offset,
@@ -486,9 +509,306 @@ def create_app(deps: WebDeps) -> FastAPI:
             return JSONResponse({"error": "no metrics in this app"}, status_code=404)
         return Response(deps.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.get(
+        "/snapshots/{name}",
+        tags=["events"],
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorBody}},
+    )
+    def snapshot_link(name: str) -> Response:
+        """A snapshot by file name, for links in alerts (``<web base URL>/snapshots/<file name>``); with a
+        password a browser is sent to the login page first, a tool sends its bearer token."""
+        path = snapshot_file(deps.snapshots, name)
+        if path is None:
+            return JSONResponse({"error": "snapshot not found"}, status_code=404)
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=5"})
+
+    _library_routes(app, deps, page)
+
     limits = deps.identify.limits.max_bytes + MULTIPART_SLACK if deps.identify else SMALL_BODY
-    app.add_middleware(Guard, settings=settings, sessions=sessions, body_limits={"/api/identify": limits})
+    body_limits = ((r"/api/identify", limits), (r"/api/people/.+/photos", settings.photos_body_limit))
+    app.add_middleware(Guard, settings=settings, sessions=sessions, body_limits=body_limits)
     return app
+
+
+# ---------------------------------------------------------------- the library
+
+
+class RenameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the person's new name")
+
+
+class NameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    person: str = Field(description="a new or existing person's name")
+
+
+class MergeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    other: int = Field(alias="with", ge=0, le=MAX_ID, description="the other group's id")
+
+
+GroupId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="a group's id (GET /api/unknowns)")]
+FaceId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="a stored face's id")]
+EventId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="an identity event's id")]
+_LIBRARY_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 409, 503)}
+
+
+def _library_routes(app: FastAPI, deps: WebDeps, page: Callable[..., HTMLResponse]) -> None:
+    """The library's routes and pages (``stream.web.library``); every call runs in a worker thread."""
+    settings = deps.settings
+    run = LibraryRunner()
+
+    async def call(work: Callable[[LibraryApi], Any]) -> tuple[Any, JSONResponse | None]:
+        """``work(library)`` in a worker thread: (its result, None), or (None, the error's response)."""
+        library = deps.library
+        if library is None:
+            return None, JSONResponse({"error": _NO_LIBRARY}, status_code=503)
+        try:
+            return await run(work, library), None
+        except Exception as exc:
+            status = error_status(exc)
+            if status is None:
+                raise
+            message = _library_message(exc)
+            if status >= 500:
+                log.warning("library: %s", message)
+            return None, JSONResponse({"error": message}, status_code=status)
+
+    async def answer(work: Callable[[LibraryApi], Any]) -> Response:
+        """``call``, answered with the result's ``to_dict()`` (null for None)."""
+        result, error = await call(work)
+        if error is not None:
+            return error
+        return JSONResponse(_clean(None if result is None else result.to_dict()))
+
+    # ------------------------------------------------------------ people
+
+    @app.get("/api/people", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def people() -> Response:
+        """Everybody in the gallery: ``{model_id, threshold, version, people}``, each person with every photo
+        (``used``, or ``rejected`` with the reason: no face, two faces, too small, blurry, outlier...),
+        its face size, blur and detection score, and the template's quality. Hand edits of the folder
+        are picked up first."""
+        return await answer(_synced_people)
+
+    @app.get("/api/people/{name}", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def person(name: str) -> Response:
+        """One person (as in ``GET /api/people``)."""
+        return await answer(lambda lib: lib.person(check_person_part(name)))
+
+    @app.get(
+        "/api/people/{name}/photos/{file:path}",
+        tags=["library"],
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **_LIBRARY_ERRORS},
+    )
+    async def photo(name: str, file: str) -> Response:
+        """A photo of a person (one of the files listed for them; nothing else of the server)."""
+
+        def locate(lib: LibraryApi) -> tuple[Path, str]:
+            path = lib.photo_path(check_person_part(name), check_file_part(file))
+            kind, real = image_type(path), path.resolve()
+            if kind is None or not real.is_relative_to(lib.gallery_dir.resolve()) or not real.is_file():
+                raise NotFound(f"no photo {file[:80]!r} of {name[:64]!r}")
+            return real, kind
+
+        found, error = await call(locate)
+        if error is not None:
+            return error
+        path, kind = found
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=5"})
+
+    @app.post(
+        "/api/people/{name:path}/photos",  # a name with / is a clear 400, not a route that is not there
+        tags=["library"],
+        responses={**_LIBRARY_ERRORS, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+    )
+    async def add_photos(
+        name: str,
+        files: Annotated[list[UploadFile], File(description="photos (JPEG, PNG, WebP or BMP); repeat the field")],
+    ) -> Response:
+        """Add photos to a person (made when new): all or nothing. Each photo is checked (an image, within
+        ``web.max_upload_mb`` and ``web.max_upload_pixels``; at most 20 at once), stored under a name made
+        from its original's letters and digits, and enrolled; the answer is the person with each photo's
+        status. Running streams use the new templates from their next vote."""
+        try:
+            if len(files) > settings.max_photos:
+                raise UploadError(400, f"files: {len(files)} photos at once; at most {settings.max_photos}")
+            uploads = []
+            for index, upload in enumerate(files, 1):
+                label = _upload_label(upload.filename, index)
+                if upload.size is not None:
+                    check_size(upload.size, settings.uploads, label)
+                data = await upload.read(settings.uploads.max_bytes + 1)
+                check_image(data, settings.uploads, label)
+                uploads.append(Upload(upload.filename or "", data))
+        except UploadError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        finally:
+            for upload in files:
+                await upload.close()
+        return await answer(lambda lib: lib.add_photos(check_person_part(name), uploads))
+
+    @app.delete("/api/people/{name}/photos/{file:path}", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def delete_photo(name: str, file: str) -> Response:
+        """Delete one photo of a person; the person as now enrolled."""
+        return await answer(lambda lib: lib.delete_photo(check_person_part(name), check_file_part(file)))
+
+    @app.delete("/api/people/{name}", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def delete_person(name: str) -> Response:
+        """Delete a person: their folder and impostor examples (their past events keep the name)."""
+        return await answer(lambda lib: lib.delete_person(check_person_part(name)))
+
+    @app.post("/api/people/{name}/rename", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def rename_person(name: str, body: RenameBody) -> Response:
+        """Rename a person (JSON ``{"name": NEW}``): the folder, and their faces, tracks, events and impostor
+        examples in the store."""
+        return await answer(lambda lib: lib.rename_person(check_person_part(name), body.name))
+
+    # ------------------------------------------------------------ unknowns
+
+    @app.get("/api/unknowns", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def unknowns(
+        since: Annotated[
+            str | None,
+            Query(description="only groups seen from then on: ISO 8601 (UTC if no offset), Unix s, or an age (7d, 2h)"),
+        ] = None,
+    ) -> Response:
+        """The unnamed stored faces grouped by person, most recently seen first: each group's id, count, first
+        and last seen, streams, and its best crops (those that pass the enrolment gates) with size and blur."""
+        try:
+            start = _since(since)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return await answer(lambda lib: lib.unknowns(start))
+
+    @app.get("/api/unknowns/{group_id}", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def group(group_id: GroupId) -> Response:
+        """One group of unnamed faces."""
+        return await answer(lambda lib: lib.group(group_id))
+
+    @app.get(
+        "/api/faces/{face_id}/crop.jpg",
+        tags=["library"],
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, **_LIBRARY_ERRORS},
+    )
+    async def face_crop(face_id: FaceId) -> Response:
+        """A stored face's crop (JPEG)."""
+        data, error = await call(lambda lib: lib.face_crop(face_id))
+        if error is not None:
+            return error
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.post("/api/unknowns/{group_id}/name", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def name_group(group_id: GroupId, body: NameBody) -> Response:
+        """Name a group (JSON ``{"person": NAME}``, a new or existing person): its faces, tracks and events are
+        relabelled, its best crops join the gallery and are enrolled."""
+        return await answer(lambda lib: lib.name_group(group_id, body.person))
+
+    @app.post("/api/unknowns/{group_id}/ignore", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def ignore_group(group_id: GroupId) -> Response:
+        """Ignore a group: never offered again; its templates count against everybody."""
+        return await answer(lambda lib: lib.ignore_group(group_id))
+
+    @app.post("/api/unknowns/{group_id}/merge", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def merge_groups(group_id: GroupId, body: MergeBody) -> Response:
+        """Merge two groups (JSON ``{"with": OTHER_ID}``); the merged group (its id is the smaller)."""
+        return await answer(lambda lib: lib.merge_groups(group_id, body.other))
+
+    @app.delete("/api/unknowns/{group_id}/faces/{face_id}", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def remove_face(group_id: GroupId, face_id: FaceId) -> Response:
+        """Take a face out of its group (it stands alone); the rest of the group, or null when none is left."""
+        return await answer(lambda lib: lib.remove_face(group_id, face_id))
+
+    @app.post("/api/events/{event_id}/not-this-person", tags=["library"], responses=_LIBRARY_ERRORS)
+    async def not_this_person(event_id: EventId) -> Response:
+        """The identity event named the wrong person: the track's face becomes an impostor example of that
+        person and the track is relabelled unknown. 409 while the track is still on screen (its face is
+        stored when it ends)."""
+        return await answer(lambda lib: lib.not_this_person(event_id))
+
+    # ------------------------------------------------------------ pages
+
+    async def library_page(
+        request: Request, name: str, work: Callable[[LibraryApi], Any], **context: Any
+    ) -> HTMLResponse:
+        found, error = await call(work)
+        status, message = 200, None
+        if error is not None:
+            status, message = error.status_code, json.loads(bytes(error.body))["error"]
+        return page(request, name, status=status, error=message, data=found, **context)
+
+    @app.get("/people", include_in_schema=False)
+    async def people_page(request: Request) -> HTMLResponse:
+        return await library_page(
+            request,
+            "people.html",
+            lambda lib: _synced_people(lib).to_dict(),
+            max_photos=settings.max_photos,
+            max_mb=settings.uploads.max_bytes / 1_000_000,
+        )
+
+    @app.get("/unknowns", include_in_schema=False)
+    async def unknowns_page(request: Request, since: str = "") -> HTMLResponse:
+        try:
+            start = _since(since)
+        except ValueError as exc:
+            return page(request, "unknowns.html", status=400, error=str(exc), data=None, since=since)
+
+        def work(lib: LibraryApi) -> dict[str, Any]:
+            names = [p["name"] for p in lib.people().to_dict()["people"]]
+            return {**lib.unknowns(start).to_dict(), "names": names}
+
+        return await library_page(request, "unknowns.html", work, since=since)
+
+
+def _synced_people(library: LibraryApi) -> Any:
+    """The people, after picking up hand edits of the folder (a store that cannot be read is no reason
+    not to show them)."""
+    try:
+        library.sync()
+    except UserError as exc:
+        log.warning("library: cannot check for changes: %s", exc)
+    return library.people()
+
+
+def _since(text: str | None) -> float | None:
+    """``since`` of the unknowns: ISO 8601 (UTC if no offset) or Unix seconds as ``/api/events`` takes them,
+    or what ``run.py unknowns --since`` takes besides (``7d``, ``2h``, ``today``, ``yesterday``)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_time(text, "since")
+    except ValueError as exc:
+        try:
+            return parse_cli_time(text, time.time(), option="since")
+        except UserError:
+            raise ValueError(f"{exc}; or an age (30m, 2h, 7d), today, yesterday") from None
+
+
+def _library_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, UserError):
+        return f"cannot change the gallery: {exc.strerror or exc}"
+    return " ".join(str(exc).split())
+
+
+def _upload_label(name: str | None, index: int) -> str:
+    text = "".join(c if c.isprintable() else "?" for c in (name or ""))[:80]
+    return repr(text) if text else f"file {index}"
+
+
+def _names(people: Sequence[str] | Callable[[], Sequence[str]]) -> tuple[str, ...]:
+    try:
+        return tuple(people() if callable(people) else people)
+    except Exception as exc:
+        log.warning("cannot list the people: %s", exc)
+        return ()
 
 
 # ---------------------------------------------------------------- streaming
@@ -679,11 +999,17 @@ def _error_handlers(app: FastAPI) -> None:
 class Guard:
     """ASGI middleware: Host check, login, CSRF (Origin) check, body caps and security headers."""
 
-    def __init__(self, app: ASGIApp, settings: WebSettings, sessions: Sessions, body_limits: Mapping[str, int]) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: WebSettings, sessions: Sessions, body_limits: Sequence[tuple[str, int]]
+    ) -> None:
+        """``body_limits``: (path pattern, matched whole; its largest body); any other path: ``SMALL_BODY``."""
         self.app = app
         self.settings = settings
         self.sessions = sessions
-        self.body_limits = dict(body_limits)
+        self.body_limits = [(re.compile(pattern), limit) for pattern, limit in body_limits]
+
+    def body_limit(self, path: str) -> int:
+        return next((limit for pattern, limit in self.body_limits if pattern.fullmatch(path)), SMALL_BODY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -696,7 +1022,7 @@ class Guard:
         if refusal is not None:
             await refusal(scope, receive, secured)
             return
-        limit = self.body_limits.get(path, SMALL_BODY)
+        limit = self.body_limit(path)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             await _json(413, f"request body over the limit of {limit:,} bytes")(scope, receive, secured)

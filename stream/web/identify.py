@@ -22,7 +22,7 @@ import numpy as np
 
 from stream.faces.images import ImageReadError, decode_bgr, image_size
 
-__all__ = ["Identifier", "IdentifyService", "UploadError", "UploadLimits"]
+__all__ = ["Identifier", "IdentifyService", "UploadError", "UploadLimits", "check_image", "check_size"]
 
 Identifier = Callable[[np.ndarray], list[dict[str, Any]]]
 
@@ -55,26 +55,11 @@ class IdentifyService:
         self.last_ms: float | None = None
 
     def check_size(self, size: int) -> None:
-        if size == 0:
-            raise UploadError(400, "file: empty upload")
-        if size > self.limits.max_bytes:
-            raise UploadError(
-                413, f"file: {size:,} bytes is over the limit of {self.limits.max_bytes:,} (web.max_upload_mb)"
-            )
+        check_size(size, self.limits)
 
     def decode(self, data: bytes, name: str = "file") -> np.ndarray:
         """The upload as a BGR image; ``UploadError`` for anything that is not an acceptable image."""
-        self.check_size(len(data))
-        try:
-            width, height = image_size(data, name)
-        except ImageReadError:
-            raise UploadError(415, f"{name}: not an image (JPEG, PNG, WebP, BMP, ...)") from None
-        if width * height > self.limits.max_pixels:
-            raise UploadError(
-                413,
-                f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
-                f"{self.limits.max_pixels:,} (web.max_upload_pixels)",
-            )
+        check_image(data, self.limits, name)
         try:
             return decode_bgr(data, name, self.limits.max_pixels)
         except ImageReadError as exc:
@@ -93,6 +78,31 @@ class IdentifyService:
             return faces
         finally:
             self._lock.release()
+
+
+def check_size(size: int, limits: UploadLimits, name: str = "file") -> None:
+    """``UploadError`` when an upload of ``size`` bytes is empty (400) or too big (413)."""
+    if size == 0:
+        raise UploadError(400, f"{name}: empty upload")
+    if size > limits.max_bytes:
+        raise UploadError(413, f"{name}: {size:,} bytes is over the limit of {limits.max_bytes:,} (web.max_upload_mb)")
+
+
+def check_image(data: bytes, limits: UploadLimits, name: str = "file") -> tuple[int, int]:
+    """(width, height) of an upload, read from its header without decoding the pixels; ``UploadError``
+    when it is empty (400), too big in bytes or pixels (413) or not an image (415)."""
+    check_size(len(data), limits, name)
+    try:
+        width, height = image_size(data, name)
+    except ImageReadError:
+        raise UploadError(415, f"{name}: not an image (JPEG, PNG, WebP, BMP, ...)") from None
+    if width * height > limits.max_pixels:
+        raise UploadError(
+            413,
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{limits.max_pixels:,} (web.max_upload_pixels)",
+        )
+    return width, height
 
 
 def _reason(exc: ImageReadError, name: str) -> str:

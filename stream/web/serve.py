@@ -3,7 +3,7 @@
 Order: the exposure rule and the password hash, then the socket (a bad address or a port in use fails
 before any model loads), then the app (sources, models, gallery, pipeline) with a ``LiveView`` the
 output thread publishes into, then the web app's own parts (the API's detector, the identify service,
-the events reader), then uvicorn in the ``web`` thread, then the pipeline in the main thread. ``serve``
+the events reader; the app's library), then uvicorn in the ``web`` thread, then the pipeline in the main thread. ``serve``
 keeps the web app up after the streams end (files), until Ctrl-C/SIGTERM; ``--web`` stops it with the
 run. Either way the web server is stopped in ``finally``.
 
@@ -11,7 +11,9 @@ Threads and owners: the pipeline's threads own what ``docs/architecture.md`` §3
 thread (uvicorn's loop) and its worker threads own the sessions, the login throttle, the API's
 detector (behind the identify service's lock) and their own read-only SQLite connections; they read
 the ``LiveView`` and the metrics registry (both thread-safe) and share the embedder's weights, whose
-``embed`` keeps no state (torch inference mode), so it is never locked against the pipeline.
+``embed`` keeps no state (torch inference mode), so it is never locked against the pipeline. The
+library (``App.library``) is called from the web's worker threads under its own lock; it enrols with
+models of its own and hands new matchers to the pipeline through its ``GallerySlot``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,16 +32,18 @@ from stream.commands.identify import StillIdentifier
 from stream.config import AppConfig, WebConfig, is_loopback
 from stream.errors import UserError
 from stream.faces.models import FaceDetector, ModelOverrides, Models, build_detector, detector_settings
+from stream.identity.library import Library
+from stream.identity.matcher import GalleryLike
 from stream.outputs.live_view import LiveView
 from stream.outputs.summary import RunSummary
 from stream.store.urls import configured_store_url
 from stream.web.app import WebDeps, WebSettings, create_app
 from stream.web.auth import PasswordCheck, check_exposure
 from stream.web.events import StoreEventReader
-from stream.web.identify import IdentifyService, UploadLimits
+from stream.web.identify import Identifier, IdentifyService, UploadLimits
 from stream.web.server import WebServer, bind
 
-__all__ = ["check_web", "parse_web_address", "run_with_web", "web_config", "web_deps"]
+__all__ = ["LibraryIdentifier", "check_web", "parse_web_address", "run_with_web", "web_config", "web_deps"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +139,7 @@ def web_deps(
     api_detector: FaceDetector | None,
 ) -> WebDeps:
     outputs, rec = config.outputs, config.recognition
+    limits = UploadLimits(max_bytes=round(web.max_upload_mb * 1_000_000), max_pixels=web.max_upload_pixels)
     identify = None
     if app.models is not None:
         started = time.perf_counter()
@@ -142,16 +148,19 @@ def web_deps(
         detector = api_detector or build_detector(detector_settings(config.still_detection(), device))
         log.debug("the API's own detector built in %.2f s", time.perf_counter() - started)
         api_models = Models(detector, app.models.embedder, app.models.batch_size)
-        gallery = app.gallery or _NoGallery(app.models.embedder.model_id)
-        identifier = StillIdentifier(
-            api_models,
-            gallery,
-            rec.match_threshold,
-            rec.min_margin,
-            target_far=rec.target_far,
-            score_table=rec.score_table,
-        )
-        limits = UploadLimits(max_bytes=round(web.max_upload_mb * 1_000_000), max_pixels=web.max_upload_pixels)
+        model_id = app.models.embedder.model_id
+
+        def still(gallery: GalleryLike | None) -> StillIdentifier:
+            return StillIdentifier(
+                api_models,
+                gallery if gallery is not None and gallery.names else _NoGallery(model_id),
+                rec.match_threshold,
+                rec.min_margin,
+                target_far=rec.target_far,
+                score_table=rec.score_table,
+            )
+
+        identifier: Identifier = still(app.gallery) if app.library is None else LibraryIdentifier(app.library, still)
         identify = IdentifyService(identifier, limits)
     return WebDeps(
         view=view,
@@ -159,10 +168,42 @@ def web_deps(
         snapshots=outputs.dir / "snapshots" if outputs.snapshots else None,
         identify=identify,
         metrics=app.writers.metrics.render,
-        people=app.gallery.names if app.gallery is not None else (),
+        people=_people(app),
+        library=app.library,
         settings=WebSettings(
             password=password,
             session_ttl_s=web.session_hours * 3600.0,
             loopback_only_hosts=password is None and is_loopback(web.host),  # no login: no DNS rebinding either
+            uploads=limits,
         ),
     )
+
+
+class LibraryIdentifier:
+    """``POST /api/identify`` against the library's gallery as it is now: the ``StillIdentifier`` is made
+    again from the library's enrolled gallery whenever the library published a new matcher (an upload,
+    a rename, a named group), so the API knows whom the streams know. Called under the identify
+    service's lock; reads the version from the library's slot (its own lock)."""
+
+    def __init__(self, library: Library, build: Callable[[GalleryLike | None], StillIdentifier]) -> None:
+        self._library = library
+        self._slot = library.slot
+        self._build = build
+        self._version: int | None = None
+        self._identifier: StillIdentifier | None = None
+
+    def __call__(self, image: np.ndarray) -> list[dict[str, Any]]:
+        version = self._slot.version
+        if self._identifier is None or version != self._version:
+            self._identifier = self._build(self._library.gallery)
+            self._version = version
+        return self._identifier(image)
+
+
+def _people(app: App) -> Callable[[], Sequence[str]] | tuple[str, ...]:
+    """The names the streams know now: read from the library's slot (its own lock only, so a page never
+    waits for an enrolment in progress)."""
+    if app.library is None:
+        return app.gallery.names if app.gallery is not None else ()
+    slot = app.library.slot
+    return lambda: slot.matcher.names
