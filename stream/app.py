@@ -16,6 +16,7 @@ from stream.closing import close_quietly
 from stream.config import AppConfig, OutputsConfig, StreamConfig
 from stream.errors import UserError
 from stream.faces.models import ModelOverrides, Models, build_models
+from stream.identity.ann import IndexSettings
 from stream.identity.bestshot import BestShotSettings
 from stream.identity.gallery import enroll
 from stream.identity.matcher import Matcher
@@ -106,7 +107,9 @@ def build_matcher(models: Models, config: AppConfig, gallery_dir: Path) -> Match
     log.info("gallery: %d people (%s)", len(gallery.people), ", ".join(gallery.names))
     choice = threshold_from_config(model_id, rec, len(gallery.people))
     log.info("%s", choice.describe())
-    return Matcher.from_gallery(gallery, choice.threshold, rec.min_margin)
+    matcher = Matcher.from_gallery(gallery, choice.threshold, rec.min_margin, index=IndexSettings.from_recognition(rec))
+    log.info("%s", matcher.describe_search())
+    return matcher
 
 
 def _empty_matcher(threshold: float, min_margin: float) -> Matcher:

@@ -206,6 +206,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from stream.commands.identify import format_identities, run_identify
+    from stream.identity.ann import IndexSettings
 
     config, models = _models(args)
     rec = config.recognition
@@ -219,6 +220,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         use_cache=config.gallery.cache,
         target_far=rec.target_far,
         score_table=rec.score_table,
+        index=IndexSettings.from_recognition(rec),
     )
     print(format_identities(faces, args.json))
     return EXIT_OK
