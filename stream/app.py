@@ -56,6 +56,7 @@ class RunOptions:
     display: bool = False
     max_frames: int | None = None
     metrics_port: int | None = None
+    progress: bool | None = None  # a frames progress bar (None: for files, when stderr is a terminal)
 
 
 def stream_from_arg(text: str, index: int) -> StreamConfig:
@@ -207,17 +208,21 @@ def build_app(
     *,
     models: Models | None = None,
     embed_off_path: bool | None = None,
+    matcher: Matcher | None = None,
 ) -> App:
     """Open the sources, build (or take) the models and the gallery, wire the pipeline and outputs.
 
     ``embed_off_path``: embed in a thread of its own (None: when any stream is live; the benchmark
-    compares both)."""
+    compares both). ``matcher``: the gallery's matcher, built once for many runs (None: enrol the
+    gallery now, ``build_matcher``)."""
     streams, gallery_override = plan_streams(config, options)
     paths = output_paths(config.outputs, streams, options)
     sources = [open_source(spec) for spec in streams]
     store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
     try:
-        return _build(config, options, overrides, models, embed_off_path, streams, gallery_override, paths, sources, store)
+        return _build(
+            config, options, overrides, models, matcher, embed_off_path, streams, gallery_override, paths, sources, store
+        )
     except BaseException:
         close_quietly(store, "event store", level=logging.WARNING)
         raise
@@ -228,6 +233,7 @@ def _build(
     options: RunOptions,
     overrides: ModelOverrides | None,
     models: Models | None,
+    matcher: Matcher | None,
     embed_off_path: bool | None,
     streams: tuple[StreamConfig, ...],
     gallery_override: Path | None,
@@ -236,10 +242,11 @@ def _build(
     store: Store | None,
 ) -> App:
     models = models or build_models(config, overrides or ModelOverrides())
-    matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
+    if matcher is None:  # (an empty matcher is falsy: test for None)
+        matcher = build_matcher(models, config, gallery_override or config.gallery.dir)
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in sources}
     files_only = all(s.effective_mode == "file" for s in streams)
-    progress = files_only and sys.stderr.isatty()  # a progress bar for files on a terminal
+    progress = files_only and sys.stderr.isatty() if options.progress is None else options.progress
     video = VideoSettings(config.outputs.video_crf, config.outputs.video_preset)
     writers = OutputWriters(
         paths,

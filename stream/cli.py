@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_config(sub)
-    for name in ("embed", "verify", "enroll", "identify", "calibrate"):
+    for name in ("embed", "verify", "enroll", "identify", "calibrate", "annotate"):
         _add_model_command(sub, name)
     _add_events(sub)
     _add_model_command(sub, "search")
@@ -248,6 +248,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from stream.commands.annotate import WorkerStartError, run_annotate
+    from stream.commands.models import model_overrides
+
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs: must be >= 1, got {args.jobs}")
+    try:
+        report = run_annotate(
+            config,
+            args.input_dir,
+            args.output_dir,
+            recursive=args.recursive,
+            jobs=args.jobs,
+            force=args.force,
+            gallery=args.gallery,
+            overrides=model_overrides(args),
+        )
+    except WorkerStartError as exc:
+        if exc.user:
+            raise UserError(str(exc)) from None
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    print("\n".join(report.lines()))
+    return EXIT_FAILURE if report.count("failed") else EXIT_OK
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     import time
 
@@ -296,6 +324,7 @@ _HANDLERS: dict[str, Command] = {
     "identify": cmd_identify,
     "calibrate": cmd_calibrate,
     "search": cmd_search,
+    "annotate": cmd_annotate,
 }
 
 
