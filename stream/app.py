@@ -56,6 +56,7 @@ class RunOptions:
     display: bool = False
     max_frames: int | None = None
     metrics_port: int | None = None
+    progress: bool | None = None  # a frames progress bar (None: for files, when stderr is a terminal)
 
 
 def stream_from_arg(text: str, index: int) -> StreamConfig:
@@ -255,12 +256,15 @@ def build_app(
     models: Models | None = None,
     embed_off_path: bool | None = None,
     view: LiveView | None = None,
+    matcher: Matcher | None = None,
 ) -> App:
     """Open the sources and the event store, build (or take) the models and the gallery, wire the
     pipeline and outputs.
 
     ``embed_off_path``: embed in a thread of its own (None: when any stream is live; the benchmark
-    compares both). ``view``: the output stage publishes frames, status and events into it."""
+    compares both). ``view``: the output stage publishes frames, status and events into it.
+    ``matcher``: the gallery's matcher, built once for many runs (``run.py annotate``'s workers; the
+    library then publishes no other: None enrols the gallery now)."""
     streams, gallery_override = plan_streams(config, options)
     if view is not None:
         for spec in streams:
@@ -271,9 +275,11 @@ def build_app(
     try:
         built = models or build_models(config, overrides or ModelOverrides())
         own: Models | Callable[[], Models] = (
-            models.for_stills() if models else (lambda: build_models(config, overrides or ModelOverrides(), stills=True))
+            models.for_stills()
+            if models
+            else (lambda: build_models(config, overrides or ModelOverrides(), stills=True))
         )
-        return _wire(config, options, opened, built, embed_off_path, own)
+        return _wire(config, options, opened, built, embed_off_path, own, matcher)
     except BaseException:
         close_quietly(opened.store, "event store", level=logging.WARNING)
         raise
@@ -298,23 +304,29 @@ def _wire(
     models: Models,
     embed_off_path: bool | None,
     library_models: Models | Callable[[], Models],
+    matcher: Matcher | None = None,
 ) -> App:
     """``library_models``: what the library enrols later changes with (models of its own, built on the
-    first change: the pipeline's belong to its threads; models passed in by tests are shared)."""
+    first change: the pipeline's belong to its threads; models passed in by tests are shared).
+    ``matcher``: prebuilt (the library is not loaded and publishes none: a batch of files)."""
     gallery_dir = opened.gallery_override or config.gallery.dir
     library = build_library(config, gallery_dir, library_models, models.embedder.model_id)
-    matcher = library.load(models.for_stills())  # the pipeline's models (still-image detector), before its threads start
+    prebuilt = matcher is not None  # (an empty matcher is falsy: test for None)
+    if matcher is None:
+        matcher = library.load(models.for_stills())  # the pipeline's models (still detector), before its threads start
+        log.info("%s", matcher.describe_search())
     streams, paths = opened.streams, opened.paths
     fps = {source.stream_id: source.nominal_fps or 25.0 for source in opened.sources}
     integrations = build_integrations(config, [s.name for s in streams], matcher.names)  # nothing connects yet
     zones = stream_zones(streams)
     files_only = all(s.effective_mode == "file" for s in streams)
+    progress = files_only and sys.stderr.isatty() if options.progress is None else options.progress
     writers = OutputWriters(
         paths,
         fps,
         display=options.display,
         metrics_port=options.metrics_port,
-        progress=files_only and sys.stderr.isatty(),  # a progress bar for files on a terminal
+        progress=progress,
         video=VideoSettings(config.outputs.video_crf, config.outputs.video_preset),
         recorder=build_recorder(config, paths, opened.store, models.embedder.model_id),
         blur_unknown=config.outputs.blur_unknown,
@@ -336,7 +348,7 @@ def _wire(
         worker=worker,
         observer=writers.metrics,
         stop=stop,
-        gallery=library.slot,
+        gallery=None if prebuilt else library.slot,
         zones=zones,
     )
     pipeline = Pipeline(

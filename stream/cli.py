@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_serve(sub)
     _add_config(sub)
-    for name in ("embed", "verify", "enroll", "identify", "calibrate"):
+    for name in ("embed", "verify", "enroll", "identify", "calibrate", "annotate"):
         _add_model_command(sub, name)
     _add_events(sub)
     _add_model_command(sub, "search")
@@ -289,6 +289,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from stream.commands.identify import format_identities, run_identify
+    from stream.identity.ann import IndexSettings
 
     config, models = _models(args)
     rec = config.recognition
@@ -302,6 +303,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         use_cache=config.gallery.cache,
         target_far=rec.target_far,
         score_table=rec.score_table,
+        index=IndexSettings.from_recognition(rec),
     )
     print(format_identities(faces, args.json))
     return EXIT_OK
@@ -327,6 +329,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result) if args.json else text)
     return EXIT_OK
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from stream.commands.annotate import WorkerStartError, run_annotate
+    from stream.commands.models import model_overrides
+
+    config = read_config(args.config)
+    setup_logging(config.runtime.log_level)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs: must be >= 1, got {args.jobs}")
+    try:
+        report = run_annotate(
+            config,
+            args.input_dir,
+            args.output_dir,
+            recursive=args.recursive,
+            jobs=args.jobs,
+            force=args.force,
+            gallery=args.gallery,
+            overrides=model_overrides(args),
+        )
+    except WorkerStartError as exc:
+        if exc.user:
+            raise UserError(str(exc)) from None
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    print("\n".join(report.lines()))
+    return EXIT_FAILURE if report.count("failed") else EXIT_OK
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -452,6 +482,7 @@ _HANDLERS: dict[str, Command] = {
     "identify": cmd_identify,
     "calibrate": cmd_calibrate,
     "search": cmd_search,
+    "annotate": cmd_annotate,
 }
 
 

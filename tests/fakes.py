@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlwaysFailingDetectFace",
+    "AnnotateWithoutModels",
     "BatchFailingDetectFace",
     "Collector",
     "CountingConverter",
@@ -47,6 +48,7 @@ __all__ = [
     "RecordingLogHandler",
     "RecordingPoster",
     "RefusingHasher",
+    "ScriptedAnnotate",
     "ShortClipMaker",
 ]
 
@@ -282,7 +284,11 @@ class RecordingIdentifier:
     shape of each image it was given (optionally waiting ``delay_s`` first)."""
 
     def __init__(self, faces: list[dict[str, Any]] | None = None, delay_s: float = 0.0) -> None:
-        self.faces = faces if faces is not None else [{"box": [1.0, 2.0, 30.0, 40.0], "person": "alice", "score": 0.8, "margin": 0.3}]
+        self.faces = (
+            faces
+            if faces is not None
+            else [{"box": [1.0, 2.0, 30.0, 40.0], "person": "alice", "score": 0.8, "margin": 0.3}]
+        )
         self.shapes: list[tuple[int, ...]] = []
         self.delay_s = delay_s
 
@@ -425,3 +431,54 @@ class RecordingPoster:
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+
+# ---------------------------------------------------------------- run.py annotate workers
+
+
+@dataclass(frozen=True)
+class AnnotateWithoutModels:
+    """``start`` for ``run.py annotate``'s workers without torch: the real per-file job (app pipeline,
+    PyAV decoding, video, events, tracks and summary) with a detector that finds no face and an empty
+    gallery. Picklable, so it also starts spawned worker processes."""
+
+    config: Any  # AppConfig
+
+    def __call__(self) -> Callable[[Any], Any]:
+        from functools import partial
+
+        from stream.commands.annotate import annotate_job
+        from stream.faces.models import Models
+        from stream.identity.matcher import Matcher
+
+        models = Models(NoFaceDetector(fallback_every=10**9), NoEmbedder(), batch_size=4)
+        matcher = Matcher((), np.zeros((0, 512), np.float32), 0.5, 0.05)
+        return partial(annotate_job, config=self.config, models=models, matcher=matcher)
+
+
+@dataclass(frozen=True)
+class ScriptedAnnotate:
+    """``start`` for ``run.py annotate``'s worker pool, scripted by file name: a name containing
+    ``crash`` ends the worker process (exit code 3), ``fail`` fails with a reason, anything else is
+    done with 7 frames (nothing written). ``refuse``: the worker cannot start (a ``UserError``)."""
+
+    refuse: str | None = None
+
+    def __call__(self) -> Callable[[Any], Any]:
+        if self.refuse is not None:
+            from stream.errors import UserError
+
+            raise UserError(self.refuse)
+        return _scripted_file
+
+
+def _scripted_file(job: Any) -> Any:
+    import os
+
+    from stream.commands.annotate import FileResult
+
+    if "crash" in job.source.name:
+        os._exit(3)
+    if "fail" in job.source.name:
+        return FileResult(job.source, job.out_dir, "failed", reason="scripted failure")
+    return FileResult(job.source, job.out_dir, "done", frames=7, seconds=0.01)

@@ -18,6 +18,7 @@ from stream.errors import UserError
 from stream.faces.images import ImageReadError, read_bgr
 from stream.faces.models import Models
 from stream.faces.still import crop_faces, embed_stack
+from stream.identity.ann import IndexSettings
 from stream.identity.matcher import GalleryLike, Matcher
 from stream.identity.thresholds import DEFAULT_TARGET_FAR, choose_threshold, table_for
 from stream.types import Identity, Match
@@ -50,6 +51,7 @@ def run_identify(
     use_cache: bool = True,
     target_far: float = DEFAULT_TARGET_FAR,
     score_table: Path | None = None,
+    index: IndexSettings | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per face (detector order) with exactly the keys of ``JSON_KEYS``.
 
@@ -57,13 +59,21 @@ def run_identify(
     means the model's score table (``score_table``, else the shipped one) at per-pair FAR
     ``target_far / G`` for a gallery of G people, or the fixed default of a model without a
     table (``stream.identity.thresholds``). ``per_image`` matches against every enrolled image
-    (a person's best) instead of the fused templates.
+    (a person's best) instead of the fused templates. ``index``: the gallery search
+    (``recognition.index`` and its settings; None: the defaults).
     """
     image = _read(image_path)  # before enrolling: a wrong path fails at once
     if isinstance(gallery, Path):
         gallery = load_gallery(models, gallery, use_cache)
     identifier = StillIdentifier(
-        models, gallery, threshold, min_margin, per_image=per_image, target_far=target_far, score_table=score_table
+        models,
+        gallery,
+        threshold,
+        min_margin,
+        per_image=per_image,
+        target_far=target_far,
+        score_table=score_table,
+        index=index,
     )
     return identifier(image)
 
@@ -85,6 +95,7 @@ class StillIdentifier:
         per_image: bool = False,
         target_far: float = DEFAULT_TARGET_FAR,
         score_table: Path | None = None,
+        index: IndexSettings | None = None,
     ) -> None:
         _check_model(gallery, models.embedder.model_id)
         model_id = models.embedder.model_id
@@ -98,7 +109,10 @@ class StillIdentifier:
         log.info("%s", choice.describe())
         self.models = models
         self.names = tuple(gallery.names)
-        self._matcher = Matcher.from_gallery(gallery, choice.threshold, min_margin, top_k=2, per_image=per_image)
+        self._matcher = Matcher.from_gallery(
+            gallery, choice.threshold, min_margin, top_k=2, per_image=per_image, index=index
+        )
+        log.info("%s", self._matcher.describe_search())
 
     def __call__(self, image: np.ndarray) -> list[dict[str, Any]]:
         faces = crop_faces(image, self.models.detector.detect_one(image), self.models.embedder)

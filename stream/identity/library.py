@@ -66,6 +66,7 @@ from stream.config import AppConfig, RecognitionConfig
 from stream.errors import UserError
 from stream.faces.images import list_images
 from stream.faces.models import Models
+from stream.identity.ann import IndexSettings
 from stream.identity.cache import rename_folder
 from stream.identity.gallery import Gallery, enroll
 from stream.identity.matcher import Matcher, Negatives
@@ -400,7 +401,13 @@ def gallery_matcher(gallery: Gallery, recognition: RecognitionConfig, negatives:
     choice = threshold_from_config(gallery.model_id, recognition, max(1, len(gallery.people)))
     if not gallery.people:
         return Matcher((), np.zeros((0, 512), np.float32), choice.threshold, recognition.min_margin)
-    return Matcher.from_gallery(gallery, choice.threshold, recognition.min_margin, negatives=negatives)
+    return Matcher.from_gallery(
+        gallery,
+        choice.threshold,
+        recognition.min_margin,
+        negatives=negatives,
+        index=IndexSettings.from_recognition(recognition),
+    )
 
 
 # ------------------------------------------------------------------ the library

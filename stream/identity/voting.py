@@ -126,7 +126,8 @@ class _TrackState:
 
 @dataclass(frozen=True, slots=True)
 class _Evidence:
-    """One update's evidence: the template's decision and score per person, and the votes."""
+    """One update's evidence: the template's decision, the scores of its decision and of the track's
+    current person, and the votes."""
 
     decision: str | None
     best_score: float
@@ -278,8 +279,12 @@ class TrackVoter:
         match = self.matcher.match(template[None, :])[0]
         decided = self.matcher.decide(match)
         decision = decided.person if match.margin > 0 else None
-        row = self.matcher.scores(template[None, :])[0]
-        scores = dict(zip(self.matcher.names, row.tolist(), strict=True))
+        # Only the current person's and the decision's scores are read: ask for those two, not for a
+        # score per gallery person (a million-person gallery would build a million-entry dict per update).
+        # (A person renamed or removed since the track was named is not in a new gallery's matcher.)
+        wanted = sorted({p for p in (state.person, decision) if p is not None and p in self.matcher})
+        row = self.matcher.scores_of(template[None, :], wanted)[0]
+        scores = dict(zip(wanted, row.tolist(), strict=True))
         votes: dict[str, int] = {}
         for kept in state.kept:
             if kept.vote is not None:

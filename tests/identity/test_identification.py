@@ -1,4 +1,5 @@
-"""Open-set identification on the deepface identities (MANIFEST.md clusters), through real enrollment."""
+"""Open-set identification on the deepface identities (MANIFEST.md clusters), through real enrollment,
+with exact search and with each FAISS search forced on (the results must not change)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from stream.config import AppConfig
 from stream.faces.images import read_bgr
 from stream.faces.models import ModelOverrides, Models, build_models
 from stream.faces.still import crop_faces, largest_face
+from stream.identity.ann import IndexSettings
 from stream.identity.gallery import Gallery, enroll
 from stream.identity.matcher import Matcher
 from stream.identity.thresholds import default_threshold, shipped_table, threshold_for
@@ -77,42 +79,74 @@ def _probe_vectors(models: Models, probes: list[tuple[str, Path]]) -> np.ndarray
     return models.embedder.embed(np.stack(crops))[0]
 
 
-def test_rank1_and_open_set_rejection(models: Models, deepface_gallery: tuple[Path, list[tuple[str, Path]]]) -> None:
+@pytest.fixture(scope="module")
+def enrolled(models: Models, deepface_gallery: tuple[Path, list[tuple[str, Path]]]) -> tuple[Gallery, np.ndarray, list[str]]:
+    """The enrolled gallery, the probes' embeddings and their true persons."""
     gallery_dir, probes = deepface_gallery
     gallery = enroll(gallery_dir, models, progress=False)
+    return gallery, _probe_vectors(models, probes), [person for person, _ in probes]
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "ivf", "hnsw"])
+def test_rank1_and_open_set_rejection(models: Models, enrolled: tuple[Gallery, np.ndarray, list[str]], kind: str) -> None:
+    gallery, vectors, truth = enrolled
+    index = IndexSettings(kind)  # type: ignore[arg-type]
     assert set(gallery.names) == set(CLUSTERS)
-    vectors = _probe_vectors(models, probes)
-    truth = [person for person, _ in probes]
     threshold = default_threshold(models.embedder.model_id)
-    matcher = Matcher.from_gallery(gallery, threshold=threshold, min_margin=0.05)
+    matcher = Matcher.from_gallery(gallery, threshold=threshold, min_margin=0.05, index=index)
+    assert matcher.search == kind
 
     rank1 = np.mean([m.best[0] == person for m, person in zip(matcher.match(vectors), truth, strict=True)])
-    assert rank1 >= 0.95, f"rank-1 {rank1:.3f} over {len(probes)} probes"
+    assert rank1 >= 0.95, f"rank-1 {rank1:.3f} over {len(truth)} probes"
 
-    unknown = _unknown_when_absent(gallery, vectors, truth, threshold)
+    unknown = _unknown_when_absent(gallery, vectors, truth, threshold, index)
     assert unknown >= 0.95, f"open-set unknown rate {unknown:.3f}"
     named = _named_right(matcher, vectors, truth)
     # What the app uses for this gallery: the score table's threshold at per-pair FAR 1e-3 / 13.
     table = shipped_table(models.embedder.model_id)
     assert table is not None
     scaled = threshold_for(table, 1e-3 / len(gallery.names)).threshold
-    scaled_matcher = Matcher.from_gallery(gallery, threshold=scaled, min_margin=0.05)
-    scaled_unknown = _unknown_when_absent(gallery, vectors, truth, scaled)
+    scaled_matcher = Matcher.from_gallery(gallery, threshold=scaled, min_margin=0.05, index=index)
+    scaled_unknown = _unknown_when_absent(gallery, vectors, truth, scaled, index)
     assert scaled_unknown >= unknown
     print(
-        f"\nprobes={len(probes)} rank1={rank1:.3f}; threshold {threshold:.4f} (default, per-pair FAR 1e-3): "
+        f"\n[{kind}] probes={len(truth)} rank1={rank1:.3f}; threshold {threshold:.4f} (default, per-pair FAR 1e-3): "
         f"named right {named:.3f}, unknown_when_absent={unknown:.3f}; threshold {scaled:.4f} (gallery of "
         f"{len(gallery.names)}): named right {_named_right(scaled_matcher, vectors, truth):.3f}, "
         f"unknown_when_absent={scaled_unknown:.3f}"
     )
 
 
-def _unknown_when_absent(gallery: Gallery, vectors: np.ndarray, truth: list[str], threshold: float) -> float:
+@pytest.mark.parametrize("per_image", [False, True])
+def test_faiss_search_gives_the_exact_results(
+    models: Models, enrolled: tuple[Gallery, np.ndarray, list[str]], per_image: bool
+) -> None:
+    """Every FAISS search, forced on for this small gallery, names the same persons with the same
+    scores, margins and decisions as exact search (templates, and every enrolled image)."""
+    gallery, vectors, _ = enrolled
+    threshold = default_threshold(models.embedder.model_id)
+
+    def results(kind: str) -> list[tuple[list[str], list[float], float, str | None]]:
+        matcher = Matcher.from_gallery(gallery, threshold, 0.05, top_k=3, per_image=per_image, index=IndexSettings(kind))  # type: ignore[arg-type]
+        return [([n for n, _ in m.candidates], [s for _, s in m.candidates], m.margin, i.person) for m, i in matcher.identify(vectors)]
+
+    exact = results("exact")
+    assert sum(person is not None for *_, person in exact) >= 15  # most probes are named
+    for kind in ("flat", "ivf", "hnsw"):
+        for got, want in zip(results(kind), exact, strict=True):
+            assert got[0] == want[0] and got[3] == want[3], kind
+            np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+            assert got[2] == pytest.approx(want[2], abs=1e-5)
+
+
+def _unknown_when_absent(
+    gallery: Gallery, vectors: np.ndarray, truth: list[str], threshold: float, index: IndexSettings | None = None
+) -> float:
     """Share of probes left unknown when their own person is taken out of the gallery."""
     unknown = []
     for i, person in enumerate(truth):
         others = [k for k, name in enumerate(gallery.names) if name != person]
-        without = Matcher([gallery.names[k] for k in others], gallery.templates[others], threshold, 0.05)
+        without = Matcher([gallery.names[k] for k in others], gallery.templates[others], threshold, 0.05, index=index)
         unknown.append(without.decide(without.match(vectors[i : i + 1])[0]).person is None)
     return float(np.mean(unknown))
 
@@ -123,7 +157,7 @@ def _named_right(matcher: Matcher, vectors: np.ndarray, truth: list[str]) -> flo
 
 
 def test_enroll_and_identify_cli(
-    deepface_gallery: tuple[Path, list[tuple[str, Path]]], capsys: pytest.CaptureFixture[str]
+    deepface_gallery: tuple[Path, list[tuple[str, Path]]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     gallery_dir, probes = deepface_gallery
     assert main(["enroll", "--gallery", str(gallery_dir), "--json"]) == 0
@@ -134,3 +168,10 @@ def test_enroll_and_identify_cli(
     faces = json.loads(capsys.readouterr().out)
     assert faces and set(faces[0]) == {"box", "person", "score", "margin"}
     assert max(faces, key=lambda f: f["score"])["person"] == person
+    # The same through config.yaml's recognition.index: an HNSW search, forced on, answers the same.
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  index: hnsw\n")
+    assert main(["identify", str(probe), "--gallery", str(gallery_dir), "--json", "--config", str(cfg)]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert [(f["box"], f["person"]) for f in forced] == [(f["box"], f["person"]) for f in faces]
+    np.testing.assert_allclose([f["score"] for f in forced], [f["score"] for f in faces], atol=1e-5)
