@@ -45,6 +45,7 @@ __all__ = [
     "AlertRule",
     "AppConfig",
     "BrokerAddress",
+    "ClusterConfig",
     "ConfigError",
     "DetectionConfig",
     "GalleryConfig",
@@ -841,6 +842,40 @@ def apply_profile(data: Any) -> Any:
     return filled
 
 
+class ClusterConfig(_Strict):
+    """Where work runs when it outgrows one process: a Ray cluster (``run.py serve``/``run`` place groups of
+    streams on it as actors; ``run.py annotate`` spreads its files over it). Null (the default): one
+    process, Ray is never imported."""
+
+    address: str = Field(
+        "auto",
+        description="Ray cluster address: auto (a cluster already running on this machine, started with "
+        "`ray start --head`), ray://host:10001 (Ray Client), or host:6379 (the head's GCS).",
+    )
+    streams_per_worker: int = Field(
+        4, ge=1, le=64, description="Streams one worker actor runs (one pipeline per actor, as one process today)."
+    )
+    worker_cpus: float = Field(1.0, gt=0.0, le=256.0, description="CPUs Ray reserves for each stream worker actor.")
+    worker_gpus: float | None = Field(
+        None,
+        ge=0.0,
+        le=16.0,
+        description="GPU fraction Ray reserves for each stream worker actor (null: 0.25 with the gpu profile, else 0).",
+    )
+    max_restarts: int = Field(
+        10, ge=0, le=1000, description="Times Ray restarts a worker actor whose process died (its streams resume)."
+    )
+    annotate_cpus: float = Field(1.0, gt=0.0, le=256.0, description="CPUs Ray reserves for each annotate file task.")
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        text = value.strip()
+        if text == "auto" or re.fullmatch(r"(ray://)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}", text):
+            return text
+        raise ValueError(f"must be auto, ray://host:port or host:port, got {value!r}")
+
+
 class AppConfig(_Strict):
     streams: tuple[StreamConfig, ...] = Field((), description="Video sources. Empty: the built-in demo clip.")
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Face detection (MTCNN).")
@@ -863,6 +898,9 @@ class AppConfig(_Strict):
     )
     alerts: tuple[AlertRule, ...] = Field(
         (), description="Alert rules: each matching face gives an alert event (journal, store, MQTT, webhook)."
+    )
+    cluster: ClusterConfig | None = Field(
+        None, description="Run streams and annotate batches on a Ray cluster (null: one process, no Ray)."
     )
     snapshot_base_url: str | None = Field(
         None,
