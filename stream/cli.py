@@ -332,10 +332,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from stream.commands.annotate import WorkerStartError, run_annotate
+    from stream.commands.annotate import WorkerStartError, run_annotate, with_cluster
     from stream.commands.models import model_overrides
 
-    config = read_config(args.config)
+    config = with_cluster(read_config(args.config), args.cluster)
     setup_logging(config.runtime.log_level)
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs: must be >= 1, got {args.jobs}")

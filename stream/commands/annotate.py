@@ -29,6 +29,11 @@ that dies (a crash in a native decoder, out of memory) fails only the file it he
 its one-line reason, and the frames and frames/s of the files done. Exit code 0 when no file failed,
 1 when any did, 2 for a user error (no such input folder, no video in it, a bad config).
 
+**Cluster.** With ``--cluster ADDRESS`` (or config.yaml's ``cluster``) the workers are actors on
+that Ray cluster instead (``annotate_ray``, imported only then), ``cluster.annotate_cpus`` CPUs each,
+with the same semantics; they write the outputs themselves, so the folders must be on a filesystem
+every node sees at the same paths.
+
 ``annotate_file(path, out_dir, config)`` is the whole per-file job as a plain function returning a
 ``FileResult``, for other schedulers (a cluster's tasks) as well as for the workers here.
 """
@@ -52,9 +57,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from stream.config import AppConfig, ConfigError, StreamConfig
+from stream.config import AppConfig, ClusterConfig, ConfigError, StreamConfig
 from stream.errors import PipelineError, UserError
 from stream.faces.embedder import ModelUnavailableError
 from stream.faces.models import ModelOverrides
@@ -113,7 +119,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--input-dir", type=Path, required=True, help="folder of videos")
     p.add_argument("--output-dir", type=Path, required=True, help="one folder per video is made here")
     p.add_argument("--recursive", action="store_true", help="also videos in subfolders (relative paths kept)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU cores // torch threads)")
+    p.add_argument(
+        "--jobs", type=int, default=None, help="worker processes (default: CPU cores // torch threads); with a cluster, worker actors"
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        default=None,
+        help="annotate on this Ray cluster (auto, host:port or ray://host:port; sets cluster.address); "
+        "the folders must be at the same paths on every node",
+    )
     p.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
     p.add_argument("--force", action="store_true", help="annotate every file again, complete or not")
     return p
@@ -176,6 +191,18 @@ def plan_batch(input_dir: Path, output_dir: Path, recursive: bool, force: bool =
         else:
             todo.append(job)
     return BatchPlan(tuple(todo), tuple(skipped), ignored)
+
+
+def with_cluster(config: AppConfig, address: str | None) -> AppConfig:
+    """``config`` with ``--cluster ADDRESS`` applied: it sets ``cluster.address``, turning the cluster on."""
+    if address is None:
+        return config
+    base = config.cluster.model_dump() if config.cluster is not None else {}
+    try:
+        cluster = ClusterConfig.model_validate({**base, "address": address})
+    except ValidationError as exc:
+        raise UserError(f"--cluster: {str(exc.errors()[0]['msg']).removeprefix('Value error, ')}") from None
+    return config.model_copy(update={"cluster": cluster})
 
 
 def batch_config(config: AppConfig, output_dir: Path, gallery: Path | None = None) -> AppConfig:
@@ -324,8 +351,7 @@ def _worker_main(start: Callable[[], FileFunction], conn: Connection) -> None:
     try:
         annotate = start()
     except Exception as exc:
-        user = isinstance(exc, UserError | ConfigError | ModelUnavailableError)
-        conn.send(("fatal", (_reason(exc), user)))
+        conn.send(("fatal", start_failure(exc)))
         return
     except KeyboardInterrupt:
         return
@@ -335,6 +361,11 @@ def _worker_main(start: Callable[[], FileFunction], conn: Connection) -> None:
             conn.send(("done", annotate(job)))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         return  # Ctrl-C reached the whole process group, or the parent is gone
+
+
+def start_failure(exc: Exception) -> tuple[str, bool]:
+    """Why a worker could not start (one line) and whether it is the user's to fix."""
+    return _reason(exc), isinstance(exc, UserError | ConfigError | ModelUnavailableError)
 
 
 class WorkerStartError(Exception):
@@ -529,15 +560,21 @@ def run_annotate(
     """Plan, skip what is complete, annotate the rest with ``jobs`` workers; the report.
 
     ``worker``: given the batch's config, what starts a worker and returns its per-file function
-    (default: a ``ModelWorker``; tests pass their own). ``jobs`` 0 runs in this process."""
+    (default: a ``ModelWorker``; tests pass their own). ``jobs`` 0 runs in this process. With
+    ``config.cluster`` the files go to worker actors on that Ray cluster (``annotate_ray``; ``jobs``:
+    how many actors, default what the cluster's CPUs hold)."""
     if jobs is not None and jobs < 0:
         raise UserError(f"--jobs: must be >= 1, got {jobs}")  # (0, for tests: in this process)
+    if jobs == 0 and config.cluster is not None:
+        raise UserError("--jobs: must be >= 1 with a cluster, got 0")
     plan = plan_batch(input_dir, output_dir, recursive, force)
     config = batch_config(config, output_dir, gallery)
     processes = default_jobs(config.runtime.torch_threads) if jobs is None else jobs
     if worker is None:
         cores = os.cpu_count() or 1
         threads = config.runtime.torch_threads or max(1, cores // max(1, processes))
+        if config.cluster is not None:  # a worker actor uses the CPUs Ray reserved for it
+            threads = config.runtime.torch_threads or max(1, int(config.cluster.annotate_cpus))
         start: Callable[[], FileFunction] = ModelWorker(config, overrides or ModelOverrides(), threads)
     else:
         start = worker(config)
@@ -559,7 +596,11 @@ def run_annotate(
             if result.status == "failed" and show:
                 bar.write(f"failed {report.rel(result.source)}: {result.reason}")
 
-        if plan.todo:
+        if plan.todo and config.cluster is not None:
+            from stream.commands.annotate_ray import run_ray_jobs  # the only import of ray for annotate
+
+            report.results += run_ray_jobs(plan.todo, start, config.cluster, jobs, done)
+        elif plan.todo:
             report.results += run_jobs(plan.todo, start, min(processes, len(plan.todo)), done)
     report.seconds = time.perf_counter() - started
     return report

@@ -23,8 +23,9 @@ from stream.commands.annotate import (
     is_complete,
     run_annotate,
     run_jobs,
+    with_cluster,
 )
-from stream.config import AppConfig
+from stream.config import AppConfig, ClusterConfig
 from stream.outputs.video import VideoWriter
 from tests.conftest import app_config_text, shared_file
 from tests.fakes import AnnotateWithoutModels, ScriptedAnnotate
@@ -88,6 +89,20 @@ def test_missing_or_empty_input_is_a_user_error(tmp_path: Path, capsys: pytest.C
     assert "no video files (add --recursive for subfolders)" in capsys.readouterr().err
     args = ["annotate", "--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--jobs", "0"]
     assert main(args) == 2 and "--jobs: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cluster_option_sets_the_address_and_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cluster`` turns the cluster on (or overrides its address), keeping the other cluster keys;
+    a bad address is a user error before anything runs (the cluster tests are in test_annotate_cluster)."""
+    config = AppConfig(cluster={"annotate_cpus": 2.0}).resolve_paths(tmp_path)
+    assert with_cluster(config, None) is config
+    cluster = with_cluster(config, "10.0.0.5:6379").cluster
+    assert cluster is not None and (cluster.address, cluster.annotate_cpus) == ("10.0.0.5:6379", 2.0)
+    assert with_cluster(_config(tmp_path), "ray://head:10001").cluster == ClusterConfig(address="ray://head:10001")
+    source = _clip(tmp_path / "in" / "a.mp4")
+    args = ["annotate", "--input-dir", str(source.parent), "--output-dir", str(tmp_path / "out"), "--cluster", "no port"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == "error: --cluster: must be auto, ray://host:port or host:port, got 'no port'"
 
 
 # ------------------------------------------------------------------ one process, no models
