@@ -55,16 +55,24 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from stream.config import AppConfig, ClusterConfig, ConfigError, StreamConfig
-from stream.errors import PipelineError, UserError
-from stream.faces.embedder import ModelUnavailableError
+from stream.commands.annotate_jobs import (
+    FileFunction,
+    FileJob,
+    FileResult,
+    Status,
+    WorkerStartError,
+    failure_reason,
+    start_failure,
+)
+from stream.config import AppConfig, ClusterConfig, StreamConfig
+from stream.errors import UserError
 from stream.faces.models import ModelOverrides
-from stream.logs import mask_secrets, setup_logging
+from stream.logs import setup_logging
 
 if TYPE_CHECKING:
     from stream.faces.models import Models
@@ -76,30 +84,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".g
 VIDEO, EVENTS, TRACKS, SUMMARY, SNAPSHOTS = "annotated.mp4", "events.jsonl", "tracks.txt", "summary.json", "snapshots"
 STORE = "events.db"
 STOP_WAIT_S = 5.0  # on Ctrl-C, how long workers may take to finish their files' outputs
-
-Status = Literal["done", "skipped", "failed"]
-
-
-@dataclass(frozen=True)
-class FileJob:
-    """One video to annotate: the source and its output folder."""
-
-    source: Path
-    out_dir: Path
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What became of one video. ``reason``: one line, for a failed file."""
-
-    source: Path
-    out_dir: Path
-    status: Status
-    frames: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-    decode_errors: int = 0
-
 
 @dataclass(frozen=True)
 class BatchPlan:
@@ -256,7 +240,7 @@ def annotate_file(
         options = RunOptions(output=video, events=events, tracks_out=out_dir / TRACKS, progress=False)
         summary = build_app(cfg, options, overrides, models=models, matcher=matcher).run()
     except Exception as exc:
-        return FileResult(source, out_dir, "failed", seconds=time.perf_counter() - started, reason=_reason(exc))
+        return FileResult(source, out_dir, "failed", seconds=time.perf_counter() - started, reason=failure_reason(exc))
     seconds = time.perf_counter() - started
     frames = summary.frames_processed
     if frames == 0:
@@ -296,18 +280,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _reason(exc: BaseException) -> str:
-    """One line: the user-facing message of a bad input, else the error's type and message."""
-    cause = exc.__cause__ if isinstance(exc, PipelineError) and isinstance(exc.__cause__, UserError) else exc
-    text = str(cause) if isinstance(cause, UserError) else f"{type(cause).__name__}: {cause}"
-    lines = text.strip().splitlines()
-    return mask_secrets(lines[0] if lines else type(cause).__name__)
-
-
 # ---------------------------------------------------------------- workers
-
-
-FileFunction = Callable[[FileJob], FileResult]
 
 
 @dataclass(frozen=True)
@@ -361,19 +334,6 @@ def _worker_main(start: Callable[[], FileFunction], conn: Connection) -> None:
             conn.send(("done", annotate(job)))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         return  # Ctrl-C reached the whole process group, or the parent is gone
-
-
-def start_failure(exc: Exception) -> tuple[str, bool]:
-    """Why a worker could not start (one line) and whether it is the user's to fix."""
-    return _reason(exc), isinstance(exc, UserError | ConfigError | ModelUnavailableError)
-
-
-class WorkerStartError(Exception):
-    """A worker process could not start (models or gallery); ``user`` when it is the user's to fix."""
-
-    def __init__(self, message: str, user: bool) -> None:
-        super().__init__(message)
-        self.user = user
 
 
 def run_jobs(

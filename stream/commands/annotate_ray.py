@@ -31,7 +31,14 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
-from stream.commands.annotate import FileFunction, FileJob, FileResult, WorkerStartError, _reason, start_failure
+from stream.commands.annotate_jobs import (
+    FileFunction,
+    FileJob,
+    FileResult,
+    WorkerStartError,
+    failure_reason,
+    start_failure,
+)
 from stream.config import ClusterConfig
 from stream.errors import UserError
 
@@ -174,8 +181,8 @@ class _ActorPool:
             value = ray.get(ref, timeout=POLL_S)
         except RayTaskError as exc:  # the call raised (annotate_file does not; a bug): the actor lives on
             if actor.job is None:
-                raise WorkerStartError(f"worker could not start: {_reason(exc.cause or exc)}", False) from None
-            self._report(FileResult(actor.job.source, actor.job.out_dir, "failed", reason=_reason(exc.cause or exc)))
+                raise WorkerStartError(f"worker could not start: {failure_reason(exc.cause or exc)}", False) from None
+            self._report(FileResult(actor.job.source, actor.job.out_dir, "failed", reason=failure_reason(exc.cause or exc)))
         except GetTimeoutError:  # cannot happen after ray.wait said done; keep waiting on it
             self.pending[ref] = actor
             return
