@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0  # the longest the head waits on Ray before looking at Ctrl-C again
 STOP_GRACE_S = 30.0  # after Ctrl-C: how long workers get to finish their outputs
 STATUS_TIMEOUT_S = 10.0
+RESTART_WAIT_S = 120.0  # a dead worker's process must be back (Ray restarts it) within this
 
 
 class WorkerLostError(RuntimeError):
@@ -111,14 +112,33 @@ class ClusterRun:
                     f"{self.plan.max_restarts} ({', '.join(placed.group.stream_names)})"
                 )
                 raise PipelineError(f"cluster worker {placed.group.name}", died) from died
+            log.warning(
+                "cluster worker %s died (%s); waiting for Ray to restart it", placed.group.name, type(exc).__name__
+            )
+            pid = self._restarted(ray, placed)
             placed.epoch += 1
             log.warning(
-                "cluster worker %s died (%s); Ray restarts it: its streams run again in epoch %d",
+                "cluster worker %s restarted (pid %d): its streams run again in epoch %d",
                 placed.group.name,
-                type(exc).__name__,
+                pid,
                 placed.epoch,
             )
             placed.ref = placed.actor.run.remote(placed.epoch)
+
+    def _restarted(self, ray: Any, placed: _Placed) -> int:
+        """The new process id once the restarted actor answers (calls made while Ray restarts it fail
+        as unavailable: retried for up to ``RESTART_WAIT_S``); a ``PipelineError`` when it stays dead."""
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                return int(ray.get(placed.actor.pid.remote(), timeout=STATUS_TIMEOUT_S))
+            except Exception as exc:
+                if not ray_adapter.is_worker_unavailable(exc):
+                    lost = WorkerLostError(f"not restarted ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+                    raise PipelineError(f"cluster worker {placed.group.name}", lost) from exc
+                time.sleep(POLL_S / 4)
+        lost = WorkerLostError(f"not back within {RESTART_WAIT_S:.0f} s after its process died")
+        raise PipelineError(f"cluster worker {placed.group.name}", lost)
 
     def statuses(self) -> list[WorkerStatus | None]:
         """Each worker's status (None: it did not answer within a few seconds, e.g. while restarting)."""

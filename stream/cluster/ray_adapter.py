@@ -11,7 +11,7 @@ from typing import Any
 
 from stream.errors import UserError
 
-__all__ = ["connect", "disconnect", "is_worker_death", "worker_actor"]
+__all__ = ["connect", "disconnect", "is_worker_death", "is_worker_unavailable", "worker_actor"]
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +82,10 @@ def is_worker_death(exc: BaseException) -> bool:
     from ray.exceptions import RayActorError
 
     return isinstance(exc, RayActorError)
+
+
+def is_worker_unavailable(exc: BaseException) -> bool:
+    """A call that failed because the actor is restarting or slow to answer (try again), not dead for good."""
+    from ray.exceptions import ActorUnavailableError, GetTimeoutError
+
+    return isinstance(exc, ActorUnavailableError | GetTimeoutError)

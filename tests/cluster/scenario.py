@@ -1,0 +1,240 @@
+"""One real-cluster scenario, run by tests/cluster/test_real_cluster.py inside a private network
+namespace (``unshare -n``: Ray then uses 127.0.0.1 only) from the repository root:
+
+    python -m tests.cluster.scenario WORK_DIR complete|kill
+
+It starts a PostgreSQL server, a Ray head and a second Ray node (each ``ray start --block`` in its own
+process group, with its own temp dir and agent ports), writes three small file streams and runs them
+with ``run_on_cluster`` (two streams per worker: two workers, spread over the nodes), the worker
+actors making fake models (tests/cluster/fakes.py). ``kill``: once worker w0 has put a few frames
+through, its process gets SIGKILL. Then it reads the store and the journals and writes
+WORK_DIR/result.json. Every process group it started is written to WORK_DIR/pgids (the test kills
+what is left if this script does not get to its own cleanup).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from scripts.pg_server import PgServer, find_pg_bin
+from stream.app import RunOptions
+from stream.cluster.head import run_on_cluster
+from stream.config import AppConfig
+from tests.cluster.fakes import FakeModels
+
+FRAMES = {"cam_a": 90, "cam_b": 70, "cam_c": 80}
+RAY = str(Path(sys.executable).parent / "ray")
+GCS_PORT = 6390  # the namespace is private: fixed ports cannot collide with anybody's
+KILL_AFTER_FRAMES = 15
+DEADLINE_S = 150.0
+
+
+def write_clip(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(n)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.options = {"preset": "ultrafast", "bf": "0"}
+        for _ in range(n):
+            image = np.clip(128 + rng.normal(0, 4, (96, 128, 3)), 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def start_group(args: list[str], log: Path, work: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    with (work / "pgids").open("a") as f:
+        f.write(f"{proc.pid}\n")
+    return proc
+
+
+def start_ray(work: Path) -> list[subprocess.Popen[bytes]]:
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    common = ["--block", "--num-cpus", "2", "--object-store-memory", str(80 * 1024 * 1024), "--disable-usage-stats"]
+    head = start_group(
+        [RAY, "start", "--head", "--port", str(GCS_PORT), "--include-dashboard=false", "--temp-dir", str(temp / "h"),
+         "--dashboard-agent-listen-port", "52365", "--dashboard-agent-grpc-port", "52366",
+         "--runtime-env-agent-port", "52367", "--metrics-export-port", "52368", *common],
+        work / "ray-head.log", work,
+    )  # fmt: skip
+    wait_port(GCS_PORT, 60.0)
+    node = start_group(
+        [RAY, "start", "--address", f"127.0.0.1:{GCS_PORT}", "--temp-dir", str(temp / "n"),
+         "--dashboard-agent-listen-port", "52465", "--dashboard-agent-grpc-port", "52466",
+         "--runtime-env-agent-port", "52467", "--metrics-export-port", "52468", *common],
+        work / "ray-node.log", work,
+    )  # fmt: skip
+    return [head, node]
+
+
+def wait_port(port: int, limit: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {limit} s")
+
+
+def wait_nodes(count: int, limit: float) -> None:
+    import ray
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if sum(1 for n in ray.nodes() if n.get("Alive")) >= count:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"fewer than {count} Ray nodes alive after {limit} s")
+
+
+def config_for(work: Path, db: str) -> AppConfig:
+    clips = {name: write_clip(work / f"{name}.mp4", n) for name, n in FRAMES.items()}
+    return AppConfig.model_validate(
+        {
+            "profile": "default",
+            "streams": [{"name": name, "path": str(path)} for name, path in clips.items()],
+            "gallery": {"dir": str(work / "no-gallery")},
+            "outputs": {"dir": str(work / "rec"), "events_db": db, "annotated_video": False, "snapshots": False},
+            "cluster": {"address": f"127.0.0.1:{GCS_PORT}", "streams_per_worker": 2, "worker_cpus": 1.0},
+        }
+    )
+
+
+def kill_w0(found: dict[str, Any]) -> None:
+    """Once worker w0 has put KILL_AFTER_FRAMES frames through, SIGKILL its process."""
+    import ray
+
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        try:
+            actor = ray.get_actor("adaface-stream-w0")
+            status = ray.get(actor.status.remote(), timeout=10)
+        except Exception:
+            time.sleep(0.2)
+            continue
+        if sum(s.frames_out for s in status.streams) >= KILL_AFTER_FRAMES:
+            found.update(pid=status.pid, frames_out=[s.frames_out for s in status.streams], host=status.host)
+            os.kill(status.pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    else:
+        return
+    while time.monotonic() < deadline:  # after the restart: a new process, running epoch 1
+        with contextlib.suppress(Exception):
+            status = ray.get(actor.status.remote(), timeout=10)
+            if status.pid != found["pid"] and status.epoch >= 1:
+                found.update(new_pid=status.pid)
+                return
+        time.sleep(0.2)
+
+
+def watch_workers(seen: dict[str, dict[str, Any]], done: threading.Event) -> None:
+    """The latest status of each worker actor (by name, as any driver of the cluster may ask) until ``done``."""
+    import ray
+
+    while not done.is_set():
+        for name in ("adaface-stream-w0", "adaface-stream-w1"):
+            with contextlib.suppress(Exception):
+                status = ray.get(ray.get_actor(name).status.remote(), timeout=5)
+                seen[status.group] = {"epoch": status.epoch, "pid": status.pid, "node_id": status.node_id}
+        done.wait(0.2)
+
+
+def read_store(db: str) -> list[dict[str, Any]]:
+    import psycopg
+
+    with psycopg.connect(db, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT run_id, stream, kind, epoch, track_id, pts_s FROM events ORDER BY id").fetchall()
+        runs = conn.execute("SELECT count(*) FROM runs").fetchone()
+    return [
+        {"run_id": r[0], "stream": r[1], "kind": r[2], "epoch": r[3], "track_id": r[4], "pts_s": r[5], "runs": runs[0]}
+        for r in rows
+    ]
+
+
+def read_journals(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    return {
+        p.name: [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        for p in sorted(folder.glob("events-*.jsonl"))
+    }
+
+
+def main(work: Path, mode: str) -> None:
+    import ray
+
+    bin_dir, why = find_pg_bin()
+    assert bin_dir is not None, why
+    pg = PgServer(bin_dir)
+    procs: list[subprocess.Popen[bytes]] = []
+    result: dict[str, Any] = {"mode": mode}
+    started = time.monotonic()
+    try:
+        pg.start()
+        (work / "pgids").open("a").write(f"{pg._proc.pid if pg._proc else 0}\n")
+        db = pg.create_database()
+        config = config_for(work, db)
+        procs = start_ray(work)
+        ray.init(address=f"127.0.0.1:{GCS_PORT}", log_to_driver=True)
+        wait_nodes(2, 60.0)
+        result["cluster_up_s"] = round(time.monotonic() - started, 1)
+        killed: dict[str, Any] = {}
+        killer = threading.Thread(target=kill_w0, args=(killed,), daemon=True) if mode == "kill" else None
+        if killer is not None:
+            killer.start()
+        seen: dict[str, dict[str, Any]] = {}
+        done = threading.Event()
+        watcher = threading.Thread(target=watch_workers, args=(seen, done), daemon=True)
+        watcher.start()
+        t0 = time.monotonic()
+        summary = run_on_cluster(config, RunOptions(), models=FakeModels(delay_s=0.03 if mode == "kill" else 0.0))
+        result["run_s"] = round(time.monotonic() - t0, 1)
+        if killer is not None:
+            killer.join(timeout=30)
+        done.set()
+        watcher.join(timeout=30)
+        result["killed"] = killed
+        result["workers"] = [dict(seen.get(group, {}), group=group) for group in ("w0", "w1")]
+        result["nodes"] = sorted(
+            {n["NodeManagerAddress"] + ":" + str(n["NodeManagerPort"]) for n in ray.nodes() if n.get("Alive")}
+        )
+        result["per_stream"] = {
+            k: {"in": s.frames_in, "done": s.frames_processed} for k, s in summary.per_stream.items()
+        }
+        result["frames"] = FRAMES
+        result["events"] = read_store(db)
+        result["journals"] = read_journals(config.outputs.dir)
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
+        pg.close()
+        result["total_s"] = round(time.monotonic() - started, 1)
+        (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])
