@@ -1,14 +1,15 @@
 """One real-cluster scenario, run by tests/cluster/test_real_cluster.py inside a private network
 namespace (``unshare -n``: Ray then uses 127.0.0.1 only) from the repository root:
 
-    python -m tests.cluster.scenario WORK_DIR complete|kill
+    python -m tests.cluster.scenario WORK_DIR cli|complete|kill
 
 It starts a PostgreSQL server, a Ray head and a second Ray node (each ``ray start --block`` in its own
 process group, with its own temp dir and agent ports), writes three small file streams and runs them
 with ``run_on_cluster`` (two streams per worker: two workers, spread over the nodes), the worker
 actors making fake models (tests/cluster/fakes.py). ``kill``: once worker w0 has put a few frames
 through, its process gets SIGKILL. Then it reads the store and the journals and writes
-WORK_DIR/result.json. Every process group it started is written to WORK_DIR/pgids (the test kills
+WORK_DIR/result.json. ``cli``: instead, ``run.py run --config CFG --cluster 127.0.0.1:PORT`` as a user
+types it, with the real detector and FaceNet on three short demo clips. Every process group it started is written to WORK_DIR/pgids (the test kills
 what is left if this script does not get to its own cleanup).
 """
 
@@ -36,9 +37,10 @@ from stream.config import AppConfig
 from tests.cluster.fakes import FakeModels
 
 FRAMES = {"cam_a": 90, "cam_b": 70, "cam_c": 80}
+CLI_FRAMES = {"door": 30, "hall": 25, "yard": 20}  # real models: short
 RAY = str(Path(sys.executable).parent / "ray")
 GCS_PORT = 6390  # the namespace is private: fixed ports cannot collide with anybody's
-KILL_AFTER_FRAMES = 15
+KILL_AFTER_FRAMES = 8  # per stream of w0: each has journaled its track_started by then
 DEADLINE_S = 150.0
 
 
@@ -120,8 +122,46 @@ def config_for(work: Path, db: str) -> AppConfig:
     )
 
 
+def cli_config(work: Path, db: str) -> Path:
+    """config.yaml for ``run.py run --cluster``: three short demo clips (people walking by), the real
+    detector and the offline FaceNet (the repository's converted weights), the demo gallery."""
+    from stream.demo import make_demo_clip, prepare_demo
+    from tests.conftest import REPO
+
+    _, gallery = prepare_demo(work / "demo", make_clip=lambda path: make_demo_clip(path, seconds=0.04, size=(64, 64)))
+    lines = ["profile: default", "streams:"]
+    for i, (name, n) in enumerate(CLI_FRAMES.items()):
+        clip = make_demo_clip(work / f"{name}.mp4", seconds=n / 25, size=(640, 360), seed=i)
+        lines += [f"  - name: {name}", f"    path: {clip}"]
+    lines += [
+        f"gallery:\n  dir: {gallery}",
+        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {work / 'none.ckpt'}",
+        f"outputs:\n  dir: {work / 'rec'}\n  events_db: {db}\n  annotated_video: false\n  snapshots: false",
+        "cluster:\n  address: auto\n  streams_per_worker: 2\n  worker_cpus: 1.0",
+        "runtime:\n  torch_threads: 1",
+    ]
+    path = work / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(work: Path, db: str) -> dict[str, Any]:
+    """``run.py run --config CFG --cluster 127.0.0.1:PORT`` as a user types it; its summary."""
+    from tests.conftest import REPO
+
+    config = cli_config(work, db)
+    summary = work / "summary.json"
+    args = [sys.executable, str(REPO / "run.py"), "run", "--config", str(config)]
+    args += ["--cluster", f"127.0.0.1:{GCS_PORT}", "--summary", str(summary)]
+    done = subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=DEADLINE_S)
+    (work / "run.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"run.py exited {done.returncode}: {done.stderr[-3000:]}")
+    return dict(json.loads(summary.read_text()), stdout=done.stdout)
+
+
 def kill_w0(found: dict[str, Any]) -> None:
-    """Once worker w0 has put KILL_AFTER_FRAMES frames through, SIGKILL its process."""
+    """Once each stream of worker w0 has put KILL_AFTER_FRAMES frames through, SIGKILL its process."""
     import ray
 
     deadline = time.monotonic() + DEADLINE_S
@@ -132,7 +172,7 @@ def kill_w0(found: dict[str, Any]) -> None:
         except Exception:
             time.sleep(0.2)
             continue
-        if sum(s.frames_out for s in status.streams) >= KILL_AFTER_FRAMES:
+        if status.streams and min(s.frames_out for s in status.streams) >= KILL_AFTER_FRAMES:
             found.update(pid=status.pid, frames_out=[s.frames_out for s in status.streams], host=status.host)
             os.kill(status.pid, signal.SIGKILL)
             break
@@ -192,11 +232,23 @@ def main(work: Path, mode: str) -> None:
         pg.start()
         (work / "pgids").open("a").write(f"{pg._proc.pid if pg._proc else 0}\n")
         db = pg.create_database()
-        config = config_for(work, db)
         procs = start_ray(work)
         ray.init(address=f"127.0.0.1:{GCS_PORT}", log_to_driver=True)
         wait_nodes(2, 60.0)
         result["cluster_up_s"] = round(time.monotonic() - started, 1)
+        if mode == "cli":
+            t0 = time.monotonic()
+            summary_json = run_cli(work, db)
+            result["run_s"] = round(time.monotonic() - t0, 1)
+            result["frames"] = CLI_FRAMES
+            result["per_stream"] = {
+                k: {"in": s["frames_in"], "done": s["frames_processed"]} for k, s in summary_json["per_stream"].items()
+            }
+            result["stdout"] = summary_json["stdout"]
+            result["events"] = read_store(db)
+            result["journals"] = read_journals(work / "rec")
+            return
+        config = config_for(work, db)
         killed: dict[str, Any] = {}
         killer = threading.Thread(target=kill_w0, args=(killed,), daemon=True) if mode == "kill" else None
         if killer is not None:

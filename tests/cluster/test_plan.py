@@ -163,3 +163,15 @@ print("ray imported:", "ray" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ray imported: False" in done.stdout
+
+
+def test_only_stream_cluster_imports_ray() -> None:
+    from tests.core.test_imports import imported_names, module_files
+
+    importers = sorted(
+        module
+        for module, path in module_files().items()
+        if any(name == "ray" or name.startswith("ray.") for name in imported_names(path, module))
+    )
+    assert importers and all(m.startswith("stream.cluster.") for m in importers), importers
+    assert "stream.cluster.plan" not in importers and "stream.cluster" not in importers
