@@ -24,7 +24,7 @@ from stream.outputs.summary import RunSummary
 
 from . import ray_adapter
 from .plan import ClusterPlan, WorkerGroup, check_cluster_store, group_options_paths, merge_summaries, plan_cluster
-from .worker import StreamWorker, WorkerStatus, worker_options
+from .worker import StreamWorker, WorkerStatus, status_line, worker_options
 
 __all__ = ["POLL_S", "ClusterRun", "run_on_cluster", "worker_name"]
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0  # the longest the head waits on Ray before looking at Ctrl-C again
 STOP_GRACE_S = 30.0  # after Ctrl-C: how long workers get to finish their outputs
 STATUS_TIMEOUT_S = 10.0
+STATUS_LOG_S = 30.0  # how often the head logs each worker's status while they run
 RESTART_WAIT_S = 120.0  # a dead worker's process must be back (Ray restarts it) within this
 
 
@@ -92,6 +93,7 @@ class ClusterRun:
         next epoch (up to ``max_restarts`` times, as Ray restarts it)."""
         import ray
 
+        next_log = time.monotonic() + STATUS_LOG_S
         while True:
             pending = {p.ref: p for p in self.placed if p.summary is None}
             if not pending:
@@ -99,6 +101,10 @@ class ClusterRun:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 self._collect(ray, pending[ref])
+            if time.monotonic() >= next_log:
+                for placed, status in zip(self.placed, self.statuses(), strict=True):
+                    log.info("%s", status_line(placed.group.name, status))
+                next_log = time.monotonic() + STATUS_LOG_S
 
     def _collect(self, ray: Any, placed: _Placed) -> None:
         try:
@@ -140,15 +146,17 @@ class ClusterRun:
         lost = WorkerLostError(f"not back within {RESTART_WAIT_S:.0f} s after its process died")
         raise PipelineError(f"cluster worker {placed.group.name}", lost)
 
-    def statuses(self) -> list[WorkerStatus | None]:
-        """Each worker's status (None: it did not answer within a few seconds, e.g. while restarting)."""
+    def statuses(self, timeout_s: float = STATUS_TIMEOUT_S) -> list[WorkerStatus | None]:
+        """Each worker's status (None: it did not answer within ``timeout_s`` in all, e.g. while restarting)."""
         import ray
 
         refs = [p.actor.status.remote() for p in self.placed]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        answered = set(ready)
         out: list[WorkerStatus | None] = []
         for ref in refs:
             try:
-                out.append(ray.get(ref, timeout=STATUS_TIMEOUT_S))
+                out.append(ray.get(ref, timeout=0) if ref in answered else None)
             except Exception:
                 out.append(None)
         return out

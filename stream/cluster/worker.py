@@ -29,7 +29,7 @@ from stream.sources import FrameSource, open_source
 from .plan import WorkerGroup
 from .resume import ResumedSource
 
-__all__ = ["StreamProgress", "StreamWorker", "WorkerStatus", "worker_options"]
+__all__ = ["StreamProgress", "StreamWorker", "WorkerStatus", "status_line", "worker_options"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,15 @@ class StreamWorker:
 
         torch.set_num_threads(self.config.runtime.torch_threads or max(1, int(self.cpus)))  # the CPUs Ray reserved
         return build_models(self.config, self.overrides)
+
+
+def status_line(group: str, status: WorkerStatus | None) -> str:
+    """One log line of a worker's status: where it runs, its epoch, each stream's frames and state."""
+    if status is None:
+        return f"worker {group}: no answer (restarting or busy)"
+    streams = ", ".join(f"{p.name} {p.frames_out}/{p.frames_in} {'ended' if p.ended else 'up'}" for p in status.streams)
+    state = "running" if status.up else "idle"
+    return f"worker {group} (pid {status.pid} on {status.host}, epoch {status.epoch}): {state}; {streams or 'starting'}"
 
 
 def _node_id() -> str:

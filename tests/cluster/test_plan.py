@@ -175,3 +175,13 @@ def test_only_stream_cluster_imports_ray() -> None:
     )
     assert importers and all(m.startswith("stream.cluster.") for m in importers), importers
     assert "stream.cluster.plan" not in importers and "stream.cluster" not in importers
+
+
+def test_a_worker_status_is_one_line() -> None:
+    from stream.cluster.worker import StreamProgress, WorkerStatus, status_line
+
+    status = WorkerStatus(
+        "w0", 1, 42, "node-a", "n1", True, (StreamProgress("door", 31, 30, False), StreamProgress("hall", 5, 5, True))
+    )
+    assert status_line("w0", status) == "worker w0 (pid 42 on node-a, epoch 1): running; door 30/31 up, hall 5/5 ended"
+    assert status_line("w1", None) == "worker w1: no answer (restarting or busy)"
