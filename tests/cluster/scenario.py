@@ -1,7 +1,7 @@
 """One real-cluster scenario, run by tests/cluster/test_real_cluster.py inside a private network
 namespace (``unshare -n``: Ray then uses 127.0.0.1 only) from the repository root:
 
-    python -m tests.cluster.scenario WORK_DIR cli|complete|kill
+    python -m tests.cluster.scenario WORK_DIR cli|complete|kill|stop
 
 It starts a PostgreSQL server, a Ray head and a second Ray node (each ``ray start --block`` in its own
 process group, with its own temp dir and agent ports), writes three small file streams and runs them
@@ -9,7 +9,8 @@ with ``run_on_cluster`` (two streams per worker: two workers, spread over the no
 actors making fake models (tests/cluster/fakes.py). ``kill``: once worker w0 has put a few frames
 through, its process gets SIGKILL. Then it reads the store and the journals and writes
 WORK_DIR/result.json. ``cli``: instead, ``run.py run --config CFG --cluster 127.0.0.1:PORT`` as a user
-types it, with the real detector and FaceNet on three short demo clips. Every process group it started is written to WORK_DIR/pgids (the test kills
+types it, with the real detector and FaceNet on three short demo clips. ``stop``: Ctrl-C on the head
+mid-run (``stop_midway``). Every process group it started is written to WORK_DIR/pgids (the test kills
 what is left if this script does not get to its own cleanup).
 """
 
@@ -200,6 +201,39 @@ def watch_workers(seen: dict[str, dict[str, Any]], done: threading.Event) -> Non
         done.wait(0.2)
 
 
+def stop_midway(config: AppConfig, db: str) -> dict[str, Any]:
+    """Ctrl-C on the head once every stream has put a few frames through: how long ``run_on_cluster``
+    took to give up, and whether each worker's run was ended in the store (its outputs finished)."""
+    import _thread
+
+    import psycopg
+    import ray
+
+    asked: dict[str, float] = {}
+
+    def interrupt_when_running() -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                statuses = [ray.get(ray.get_actor(f"adaface-stream-w{i}").status.remote(), timeout=5) for i in range(2)]
+                if all(s.streams and min(p.frames_out for p in s.streams) >= 5 for s in statuses):
+                    asked["at"] = time.monotonic()
+                    _thread.interrupt_main()
+                    return
+            time.sleep(0.2)
+
+    threading.Thread(target=interrupt_when_running, daemon=True).start()
+    try:
+        run_on_cluster(config, RunOptions(), models=FakeModels(delay_s=0.1))
+        outcome = "finished"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    stopped_s = round(time.monotonic() - asked.get("at", time.monotonic()), 1)
+    with psycopg.connect(db, connect_timeout=5) as conn:
+        runs = conn.execute("SELECT run_id, ended IS NOT NULL FROM runs").fetchall()
+    return {"outcome": outcome, "stopped_s": stopped_s, "runs_ended": [bool(r[1]) for r in runs]}
+
+
 def read_store(db: str) -> list[dict[str, Any]]:
     import psycopg
 
@@ -249,6 +283,9 @@ def main(work: Path, mode: str) -> None:
             result["journals"] = read_journals(work / "rec")
             return
         config = config_for(work, db)
+        if mode == "stop":
+            result.update(stop_midway(config, db))
+            return
         killed: dict[str, Any] = {}
         killer = threading.Thread(target=kill_w0, args=(killed,), daemon=True) if mode == "kill" else None
         if killer is not None:

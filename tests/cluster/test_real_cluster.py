@@ -137,3 +137,10 @@ def test_a_killed_worker_is_restarted_and_its_streams_resume_in_a_new_epoch(can_
         assert mine.index(next(e for e in mine if e["kind"] == "stream_up")) > 0  # after what epoch 0 recorded
     cam_c = [(e["epoch"], e["kind"]) for e in events if e["stream"] == "cam_c"]
     assert cam_c[0] == (0, "track_started") and cam_c[-1] == (0, "track_ended")  # w1 never restarted
+
+
+def test_ctrl_c_on_the_head_stops_every_worker_and_their_runs_are_ended(can_run: None, tmp_path: Path) -> None:
+    result = run_scenario(tmp_path, "stop")
+    print(f"Ctrl-C mid-run: run_on_cluster gave up after {result['stopped_s']} s; runs ended {result['runs_ended']}")
+    assert result["outcome"] == "interrupted"
+    assert result["runs_ended"] == [True, True]  # each worker finished its outputs and closed its run
