@@ -3,8 +3,9 @@
 When a worker actor's process dies, Ray starts it again and the head asks it to run its streams
 again. For a file that means from the beginning: the journal and the store already hold what the
 dead worker recorded (epoch ``n - 1``), the new run records epoch ``n``; track keys (stream, epoch, id)
-never collide. A live stream simply continues from now. Either way the stream's first item is a
-``stream_up`` status naming the restart, so the store shows when the stream came back.
+never collide. A live stream simply continues from now. Either way the stream's first items are a
+``stream_down`` of the epoch that died with the process (at the restart: the dead process could not
+record it) and a ``stream_up`` of the new one, both naming the restart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ __all__ = ["ResumedSource"]
 
 
 class ResumedSource(FrameSource):
-    """``inner`` with every frame in ``epoch`` and a ``stream_up`` first (``epoch`` >= 1)."""
+    """``inner`` with every frame in ``epoch``, after ``stream_down`` of ``epoch - 1`` and ``stream_up``
+    of ``epoch`` (``epoch`` >= 1)."""
 
     def __init__(self, inner: FrameSource, epoch: int, reason: str) -> None:
         if epoch < 1:
@@ -47,7 +49,9 @@ class ResumedSource(FrameSource):
         return self.inner.decode_errors
 
     def run(self, emit: Emit, stop: threading.Event) -> SourceStats:
-        if not emit(SourceStatus(self.stream_id, "up", self.epoch, self.reason, time.time())):
+        now = time.time()
+        down = SourceStatus(self.stream_id, "down", self.epoch - 1, f"{self.reason}: its process died", now)
+        if not (emit(down) and emit(SourceStatus(self.stream_id, "up", self.epoch, self.reason, now))):
             return SourceStats()
 
         def in_epoch(item: Frame | SourceStatus) -> bool:

@@ -100,8 +100,9 @@ def test_a_resumed_source_announces_itself_and_runs_in_its_epoch() -> None:
     stats = ResumedSource(_TwoFrames(), 2, "worker w0 restarted").run(
         lambda x: items.append(x) is None, threading.Event()
     )
-    assert isinstance(items[0], SourceStatus) and (items[0].kind, items[0].epoch) == ("up", 2)
-    assert [(f.index, f.epoch) for f in items[1:] if isinstance(f, Frame)] == [(0, 2), (1, 2)]
+    statuses = [(s.kind, s.epoch) for s in items[:2] if isinstance(s, SourceStatus)]
+    assert statuses == [("down", 1), ("up", 2)] and "worker w0 restarted" in str(items[0])
+    assert [(f.index, f.epoch) for f in items[2:] if isinstance(f, Frame)] == [(0, 2), (1, 2)]
     assert stats.frames_read == 2
     with pytest.raises(ValueError, match=">= 1"):
         ResumedSource(_TwoFrames(), 0, "")

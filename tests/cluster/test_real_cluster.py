@@ -132,6 +132,7 @@ def test_a_killed_worker_is_restarted_and_its_streams_resume_in_a_new_epoch(can_
     for name in ("cam_a", "cam_b"):  # w0's streams: begun in epoch 0, up again and whole in epoch 1
         mine = [e for e in events if e["stream"] == name]
         assert any(e["epoch"] == 0 and e["kind"] == "track_started" for e in mine), name
+        assert [e["kind"] for e in mine if e["epoch"] == 0][-1] == "stream_down"  # recorded at the restart
         again = [e["kind"] for e in mine if e["epoch"] == 1]
         assert again[0] == "stream_up" and again[1] == "track_started" and again[-1] == "track_ended", again
         assert mine.index(next(e for e in mine if e["kind"] == "stream_up")) > 0  # after what epoch 0 recorded
