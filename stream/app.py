@@ -257,6 +257,7 @@ def build_app(
     embed_off_path: bool | None = None,
     view: LiveView | None = None,
     matcher: Matcher | None = None,
+    open_stream: Callable[[StreamConfig], FrameSource] = open_source,
 ) -> App:
     """Open the sources and the event store, build (or take) the models and the gallery, wire the
     pipeline and outputs.
@@ -264,13 +265,14 @@ def build_app(
     ``embed_off_path``: embed in a thread of its own (None: when any stream is live; the benchmark
     compares both). ``view``: the output stage publishes frames, status and events into it.
     ``matcher``: the gallery's matcher, built once for many runs (``run.py annotate``'s workers; the
-    library then publishes no other: None enrols the gallery now)."""
+    library then publishes no other: None enrols the gallery now). ``open_stream``: a stream's source
+    (a restarted cluster worker wraps it: ``stream.cluster.resume``)."""
     streams, gallery_override = plan_streams(config, options)
     if view is not None:
         for spec in streams:
             view.register(spec.name, spec.effective_mode == "live")
     paths = output_paths(config.outputs, streams, options)
-    opened = _Opened(streams, [open_source(spec) for spec in streams], paths, gallery_override, view)
+    opened = _Opened(streams, [open_stream(spec) for spec in streams], paths, gallery_override, view)
     opened.store = open_store(configured_store_url(config)) if config.outputs.events_sqlite else None  # fails fast
     try:
         built = models or build_models(config, overrides or ModelOverrides())

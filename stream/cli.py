@@ -24,8 +24,10 @@ from stream.faces.embedder import ModelUnavailableError
 from stream.logs import mask_secrets, setup_logging
 
 if TYPE_CHECKING:
+    from stream.app import RunOptions
     from stream.faces.models import Models
     from stream.identity.library import Library
+    from stream.outputs.summary import RunSummary
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_CONFIG = Path("config.yaml")
@@ -86,6 +88,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--web", default=None, metavar="HOST:PORT", help="also serve the web app (pages and API) during the run"
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the streams as worker actors on a Ray cluster: auto, host:port or ray://host:10001 "
+        "(overrides cluster.address; needs a PostgreSQL outputs.events_db)",
+    )
     add_model_options(p)
     p.set_defaults(handler=cmd_run)
 
@@ -105,6 +114,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gallery", type=Path, default=None, help="gallery folder (default: config gallery.dir)")
     p.add_argument("--metrics-port", type=int, default=None, help="also serve Prometheus metrics on 127.0.0.1:P")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the streams as worker actors on a Ray cluster: auto, host:port or ray://host:10001 "
+        "(overrides cluster.address; needs a PostgreSQL outputs.events_db)",
+    )
     add_model_options(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -168,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream.app import RunOptions, run_app
     from stream.commands.models import model_overrides
 
-    config = read_config(args.config)
+    config = with_cluster(read_config(args.config), args.cluster)
     web = _web_config(config, args.web) if args.web is not None else None
     setup_logging(config.runtime.log_level)
     log_profile(config, stills=False)
@@ -186,7 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         metrics_port=args.metrics_port or config.runtime.metrics_port,
     )
-    if web is not None:
+    if config.cluster is not None:
+        summary = _run_on_cluster(config, options, args, web)
+    elif web is not None:
         from stream.web.serve import run_with_web
 
         summary = run_with_web(config, options, model_overrides(args), web, keep_serving=False)
@@ -201,14 +219,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from stream.commands.models import model_overrides
     from stream.web.serve import run_with_web
 
-    config = read_config(args.config)
+    config = with_cluster(read_config(args.config), args.cluster)
     web = _web_config(config, args.web)
     setup_logging(config.runtime.log_level)
-    _set_torch_threads(config.runtime.torch_threads)
     options = RunOptions(gallery=args.gallery, metrics_port=args.metrics_port or config.runtime.metrics_port)
+    if config.cluster is not None:
+        summary = _run_on_cluster(config, options, args, web)
+        print(summary.table())
+        return EXIT_OK
+    _set_torch_threads(config.runtime.torch_threads)
     summary = run_with_web(config, options, model_overrides(args), web, keep_serving=True)
     print(summary.table())
     return EXIT_OK
+
+
+def with_cluster(config: AppConfig, address: str | None) -> AppConfig:
+    """``config`` with ``--cluster ADDRESS`` applied: the cluster section on (its other keys kept or
+    defaulted) at that address. No ``--cluster`` and no ``cluster:``: unchanged (one process)."""
+    if address is None:
+        return config
+    from stream.config import ClusterConfig
+
+    try:
+        cluster = (config.cluster or ClusterConfig()).model_copy(update={"address": address})
+        cluster = ClusterConfig.model_validate(cluster.model_dump())
+    except ValueError as exc:
+        raise UserError(f"--cluster {address}: must be auto, ray://host:port or host:port") from exc
+    return config.model_copy(update={"cluster": cluster})
+
+
+def _run_on_cluster(config: AppConfig, options: RunOptions, args: argparse.Namespace, web: WebConfig | None) -> RunSummary:
+    """The streams as Ray worker actors (``stream.cluster``); the web app is not served with them yet."""
+    from stream.cluster.head import run_on_cluster
+    from stream.commands.models import model_overrides
+
+    if web is not None:
+        log.warning("cluster: the web app does not show streams that run on cluster workers yet; not serving it")
+    return run_on_cluster(config, options, model_overrides(args))
 
 
 def _web_config(config: AppConfig, address: str | None) -> WebConfig:

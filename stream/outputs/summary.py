@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -64,6 +64,13 @@ class RunSummary:
         object.__setattr__(self, "identities", MappingProxyType(dict(self.identities)))
         object.__setattr__(self, "per_stream", MappingProxyType(dict(self.per_stream)))
         object.__setattr__(self, "integrations", MappingProxyType(dict(self.integrations)))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Picklable (a cluster worker sends its summary to the head): the read-only mappings go as dicts."""
+        values = tuple(
+            dict(v) if isinstance(v, MappingProxyType) else v for v in (getattr(self, f.name) for f in fields(self))
+        )
+        return (type(self), values)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Imports point one way: run.py → stream.cli → web → app/commands → pipeline → outputs/identity/sources/
+"""Imports point one way: run.py → stream.cli → web → app/commands/cluster → pipeline → outputs/identity/sources/
 store/integrations → faces → types/config/logs/errors → trackers. No cycles, TYPE_CHECKING and function-level imports
 included; the tracker library never imports the app.
 
@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("run", "bench", "scripts"),
     ("stream.cli",),
     ("stream.web",),
-    ("stream.app", "stream.commands"),
+    ("stream.app", "stream.commands", "stream.cluster"),
     ("stream.pipeline",),
     ("stream.outputs", "stream.identity", "stream.sources", "stream.demo", "stream.store", "stream.integrations"),
     ("stream.faces",),
