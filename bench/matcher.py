@@ -9,14 +9,12 @@ and the template matrix's memory. Prints one JSON object. 1,000,000 persons (2 G
 at 512-d) runs only when asked for in ``--sizes``.
 
 Where an ANN index takes over: brute force reads the whole (P, D) matrix once per batch, so
-its cost grows linearly with P and is bound by memory bandwidth. On a 2-core CPU that is tens
-of milliseconds per 32-query batch at 10⁵ persons (fine next to embedding, which costs more per
-face) and about ten times that at 10⁶, where the matrix also needs 2 GB of RAM. Past roughly
-10⁵–10⁶ persons, or when a batch must finish in a few ms, put an approximate index (FAISS
-``IndexHNSWFlat`` / ``IndexIVFFlat`` with inner product, or hnswlib in ``ip`` space, as Savant
-does) in front: it returns a short candidate list per query, and the exact margin/threshold
-decision is made on those candidates' true cosines. A GPU matmul (torch) is the other route
-for 10⁶+ when a GPU is present.
+its cost grows linearly with P and is bound by memory bandwidth. The matcher therefore switches to
+a FAISS shortlist (IVF by default) re-scored with exact cosines from ``recognition.index_auto_rows``
+gallery rows on: ``python -m bench.ann`` measures where (the crossover) and compares exact numpy,
+FAISS flat, IVF and HNSW at 10⁴–10⁶ identities (build time, memory, latency, recall@1, decision
+agreement). This script times the exact matcher alone. A GPU matmul (torch) is another route for
+10⁶+ when a GPU is present.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.identity.ann import IndexSettings
 from stream.identity.matcher import Matcher
 
 CHUNK = 65_536  # rows generated at a time, so 1M x 512 never needs a float64 copy
@@ -55,7 +54,7 @@ def bench_size(persons: int, dim: int, batch: int, runs: int, seed: int = 0) -> 
     templates = unit_rows(rng, persons, dim)
     names = [f"p{i}" for i in range(persons)]
     start = time.perf_counter()
-    matcher = Matcher(names, templates, threshold=0.4, min_margin=0.05, top_k=3)
+    matcher = Matcher(names, templates, threshold=0.4, min_margin=0.05, top_k=3, index=IndexSettings("exact"))
     build_s = time.perf_counter() - start
     batches = [unit_rows(rng, batch, dim) for _ in range(runs + 1)]
     matcher.match(batches[0])  # warm-up

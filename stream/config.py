@@ -327,7 +327,7 @@ class RecognitionConfig(_Strict):
         "margin are decided on their exact cosines; auto: exact below index_auto_rows gallery rows, ivf from there.",
     )
     index_auto_rows: int = Field(
-        20_000,
+        10_000,
         ge=1,
         le=1_000_000_000,
         description="Gallery rows (people, or images with per-image matching) from which auto uses the approximate "
@@ -337,10 +337,10 @@ class RecognitionConfig(_Strict):
         64, ge=2, le=4096, description="Gallery rows the approximate index returns per face, re-scored exactly."
     )
     ivf_nprobe: int = Field(
-        32, ge=1, le=65536, description="IVF lists scanned per face (more: higher recall, slower)."
+        64, ge=1, le=65536, description="IVF lists scanned per face (more: higher recall, slower)."
     )
     hnsw_ef_search: int = Field(
-        256, ge=1, le=65536, description="HNSW search beam per face (more: higher recall, slower)."
+        512, ge=1, le=65536, description="HNSW search beam per face (more: higher recall, slower)."
     )
     min_votes: int = Field(2, ge=1, le=50, description="Embeddings of a track that must agree before naming it.")
     keep_top_k: int = Field(5, ge=1, le=100, description="Embeddings kept per track, highest feature norm first.")

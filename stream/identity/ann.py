@@ -13,8 +13,8 @@ the margin and the decision never read a FAISS score. Kinds:
   builds the same index (with the same thread count) and a file gives the same events on every run.
 - ``hnsw``: ``IndexHNSWFlat`` with inner product, ``HNSW_M`` links per node, ``HNSW_EF_CONSTRUCTION``
   at build and ``ef_search`` per query. Its multi-threaded build is not deterministic, and it builds
-  about 10x slower than IVF here; use it when queries must be fast on a gallery with little cluster
-  structure.
+  6x (10⁴ rows) to 23x (10⁵ rows) slower than IVF here and searches slower at the same recall; use
+  it on a gallery with little cluster structure, where IVF needs many lists scanned.
 
 ``auto`` (the default) is exact numpy brute force up to ``auto_rows`` gallery rows and ``AUTO_ANN``
 above: the measured crossover where the approximate index, at recall@1 ≥ 0.99, gets faster than
@@ -40,11 +40,12 @@ if TYPE_CHECKING:
 IndexKind = Literal["auto", "exact", "flat", "ivf", "hnsw"]
 BuiltKind = Literal["exact", "flat", "ivf", "hnsw"]
 
-AUTO_ROWS = 20_000  # measured crossover (bench/results/matcher-ann-*-cpu2.json): exact below, AUTO_ANN above
+AUTO_ROWS = 10_000  # measured crossover at nprobe 64 (bench/results/matcher-ann-2026-12-01-cpu2.json): a tie at
+# 10,000 rows (IVF 19.2 vs exact 19.5 ms per batch of 32), IVF faster at every larger size (20,000: 26 vs 43 ms)
 AUTO_ANN: BuiltKind = "ivf"
 SHORTLIST = 64  # rows re-scored exactly per query
-IVF_NPROBE = 32  # recall@1 >= 0.99 at 10^6 rows on the benchmark's gallery
-HNSW_EF_SEARCH = 256
+IVF_NPROBE = 64  # recall@1 0.997 at 10^6 rows (nlist 2000) on the benchmark's gallery; 32: 0.987, 48: 0.992
+HNSW_EF_SEARCH = 512  # recall@1 0.995 at 10^5 rows on the benchmark's gallery (256: 0.988, 1024: 1.0)
 HNSW_M = 32  # links per node (memory: 2·M int32 per row on the base layer)
 HNSW_EF_CONSTRUCTION = 80  # build-time beam; 200 gave better graphs but built 7x slower
 IVF_TRAIN_PER_LIST = 40  # FAISS warns below 39 training rows per centroid

@@ -1,15 +1,16 @@
 """1:N matching of embeddings against a gallery: top-k persons, margin, decision.
 
-**Search.** Up to ``IndexSettings.auto_rows`` gallery rows (20,000 by default), one float32 matrix
+**Search.** Below ``IndexSettings.auto_rows`` gallery rows (10,000 by default), one float32 matrix
 product scores a batch of queries against every row and ``argpartition`` picks the top candidates
-without sorting all persons: exact brute force, the reference. Above it a FAISS index
+without sorting all persons: exact brute force, the reference. From there a FAISS index
 (``stream.identity.ann``: IVF by default, or HNSW, or FAISS's exact flat index) shortlists
 ``shortlist`` rows per query, and the matcher scores the persons of those rows itself with exact
 cosines (in per-image mode every row of each shortlisted person, so a person's score is always
 their true best). Threshold, margin and decision use only those exact scores, so they equal brute
-force whenever the true best and second person are in the shortlist (recall@1 ≥ 0.99 measured at
-10⁶ persons, ``python -m bench.ann``). A query whose shortlist names fewer persons than the match
-needs (``max(top_k, 2)``, or all when the gallery is smaller) is scored by brute force instead.
+force whenever the true best and second person are in the shortlist (IVF at its defaults: recall@1
+0.997 measured at 10⁶ persons, ``python -m bench.ann``). A query whose shortlist names fewer persons
+than the match needs (``max(top_k, 2)``, or all when the gallery is smaller) is scored by brute
+force instead.
 
 Scores are cosine similarities clipped to [-1, 1]. A person's score is the cosine to their
 template, or in per-image mode the best cosine over their enrolled images.
@@ -120,7 +121,7 @@ class Matcher:
     ``templates`` (P, D) has one unit row per person, in the order of ``names``. With
     ``counts`` (P,) it instead holds sum(counts) rows, ``counts[i]`` consecutive rows for
     person i, and a person's score is the max over their rows (per-image matching).
-    ``index`` chooses the search (None: ``IndexSettings()``, exact up to 20,000 rows, IVF above); the index is built
+    ``index`` chooses the search (None: ``IndexSettings()``, exact below 10,000 rows, IVF from there); the index is built
     here, once: a matcher never changes, and a new gallery builds a new matcher.
     Raises ValueError naming the field for bad shapes, duplicate names, non-finite or
     non-unit rows, or thresholds out of range.

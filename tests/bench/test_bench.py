@@ -87,3 +87,22 @@ def test_bench_ab_runs_both_profiles_alternately_on_the_same_frames(tmp_path: Pa
     assert all(x["cpu_s"] > 0 for x in ab["rounds"])
     assert ab["pipeline"]["frames"] == r["pipeline"]["frames"] == 12
     assert ab["pipeline"]["settings"]["every_n_frames"] == 5 and ab["pipeline"]["settings"]["detect_width"] == 480
+
+
+def test_ann_bench_compares_every_search_with_exact(tmp_path: Path) -> None:
+    """bench.ann on a small gallery: every search's keys, recall and agreement; the crossover sweep."""
+    out = tmp_path / "ann.json"
+    cmd = [sys.executable, "-m", "bench.ann", "--sizes", "3000", "--batches", "3", "--genuine", "60"]
+    done = _run([*cmd, "--strangers", "20", "--crossover", "1500,3000", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["threads"] == 1 and r["dim"] == 512 and r["batch"] == 32 and "faiss" in r
+    (size,) = r["sizes"]
+    assert size["persons"] == 3000 and size["exact"]["memory_mb"] == round(3000 * 512 * 4 / 2**20, 1)
+    for kind in ("flat", "ivf", "hnsw"):
+        row = size[kind]
+        assert {"build_s", "index_mb", "rss_delta_mb", "ms_p50", "ms_p95", "exact_same_batches_ms_p50"} <= set(row)
+        assert row["recall_at_1"] >= 0.95 and row["decision_agreement"] >= 0.95
+    assert size["flat"]["recall_at_1"] == size["flat"]["decision_agreement"] == 1.0  # exact
+    assert [p["ivf_nprobe"] for p in size["ivf"]["sweep"]] == [8, 16, 32, 48, 64, 128]
+    assert [p["persons"] for p in r["crossover"]["points"]] == [1500, 3000]
+    assert "| 3,000 | exact numpy |" in done.stdout  # the README table

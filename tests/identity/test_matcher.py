@@ -210,7 +210,7 @@ def test_100k_persons_batch_of_32() -> None:
     picks = rng.choice(persons, 32, replace=False)
     queries = templates[picks] + 0.01 * rng.standard_normal((32, dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    # Exact search: the whole top 5 must be brute force's (with the default, an IVF index above 20,000
+    # Exact search: the whole top 5 must be brute force's (with the default, an IVF index from 10,000
     # rows, ranks 2-5 are near-ties of random rows that a shortlist may miss; tests/identity/test_ann.py).
     matcher = Matcher(_names(persons), templates, threshold=0.5, min_margin=0.1, top_k=5, index=IndexSettings("exact"))
     results = matcher.identify(queries)
