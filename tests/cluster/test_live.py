@@ -1,15 +1,20 @@
 """The head's view of streams on cluster workers: ``ViewPoller`` against fake worker handles (each a real
-``LiveView`` behind ``latest``/``view_status`` as the worker actor answers them), no Ray, a fake clock."""
+``LiveView`` behind ``latest``/``view_status`` as the worker actor answers them), no Ray, a fake clock;
+and the CLI's ``--web`` with ``--cluster`` up to reaching Ray."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
+from stream.cli import EXIT_USAGE, main
 from stream.cluster.live import ViewPoller, ViewReport, latest_frame, view_report
 from stream.outputs.live_view import LiveView, StreamCounts
 from stream.types import Event, EventKind, TrackKey
@@ -221,3 +226,37 @@ def test_the_poller_thread_stops_within_its_bound() -> None:
     poller.stop(final=True)
     assert poller._thread is not None and not poller._thread.is_alive()
     assert w0.status_calls and w1.status_calls
+
+
+def _cluster_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "streams:\n  - name: a\n    url: rtsp://cam/x\n"
+        f"outputs:\n  dir: {tmp_path / 'rec'}\n  events_db: postgresql://app:Secret1@127.0.0.1:9/events\n"
+    )
+    return cfg
+
+
+def test_serve_cluster_keeps_the_exposure_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(_cluster_config(tmp_path))
+    assert main(["serve", "--config", cfg, "--cluster", "127.0.0.1:1", "--web", "0.0.0.0:8080"]) == EXIT_USAGE
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "password" in errors[0], errors
+
+
+def test_run_web_cluster_serves_the_web_app_on_the_head_before_reaching_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --web HOST:PORT --cluster ADDR``: the web app listens (no "not serving it" warning any more),
+    then an unreachable head is the usual one error line, and the port is free again."""
+    from scripts.pg_server import free_port
+
+    web, ray_port = free_port(), free_port()
+    args = ["run", "--config", str(_cluster_config(tmp_path)), "--web", f"127.0.0.1:{web}"]
+    assert main([*args, "--cluster", f"127.0.0.1:{ray_port}"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"web app: http://127.0.0.1:{web}/" in err and "not serving it" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: cluster 127.0.0.1:{ray_port}: cannot reach the Ray head")
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", web))  # the server was stopped and its socket closed
