@@ -12,7 +12,9 @@ publishes what comes back into the head's own ``LiveView``, which the unchanged 
 - Status and events: every ``status_s``. A worker whose process was started again (another
   ``instance``) is read from its first event again.
 - A worker that does not answer within ``timeout_s`` (dead, restarting, busy) shows its streams as
-  down, and is left alone for ``backoff_s`` (calls to it never pile up faster than that).
+  down (before its first answer: still starting), and is left alone for ``backoff_s``, doubled with
+  each round in a row without an answer up to ``MAX_BACKOFF_S`` (calls to it never pile up; the
+  others' frames wait for it, up to ``timeout_s``, only that often).
 
 Nothing here imports Ray: the poller gets the actor handles (``handle.latest.remote(...)``) and a
 ``gather`` (``stream.cluster.ray_adapter.gather``: results, or the exception of each call). Owner: the
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_S = 2.0  # the longest the poller waits for the workers' answers, each round
 STATUS_S = 1.0  # how often the status and events are read
-BACKOFF_S = 3.0  # a worker that did not answer is asked again after this
+BACKOFF_S = 3.0  # a worker that did not answer is asked again after this, twice as long each time more
+MAX_BACKOFF_S = 30.0
 EVENTS_PER_REPORT = 500  # at most this many events per status call (the oldest beyond are skipped)
 
 Gather = Callable[[list[Any], float], list[Any]]
@@ -98,6 +101,8 @@ class _Feed:
     instance: str | None = None
     after_event: int = 0
     quiet_until: float = -1e18  # monotonic
+    failures: int = 0  # rounds in a row without an answer
+    answered: bool = False  # once: before, the actor is still being placed or started
     down: bool = False
 
 
@@ -201,14 +206,21 @@ class ViewPoller:
             feed.after_event = int(fresh[-1]["seq"])
         if feed.down:
             log.info("web: worker %s answers again", feed.name)
-        feed.down = False
+        feed.down, feed.answered, feed.failures = False, True, 0
 
     def _failed(self, feed: _Feed, exc: BaseException) -> None:
-        feed.quiet_until = self.clock() + self.backoff_s
+        now = self.clock()
+        if now < feed.quiet_until:  # another call of this round: counted already
+            return
+        feed.failures += 1
+        feed.quiet_until = now + min(MAX_BACKOFF_S, self.backoff_s * 2 ** (feed.failures - 1))
+        why = type(exc).__name__
+        if not feed.answered:  # still starting (its streams show as starting)
+            log.debug("web: worker %s does not answer yet (%s)", feed.name, why)
+            return
         if feed.down:
             return
         feed.down = True
-        why = type(exc).__name__
         log.warning("web: worker %s does not answer (%s): its streams show as down", feed.name, why)
         for stream in feed.streams:
             self.view.publish_status(_down(self.view, stream, f"worker {feed.name} does not answer ({why})"))

@@ -1,7 +1,7 @@
 """One real-cluster scenario, run by tests/cluster/test_real_cluster.py inside a private network
 namespace (``unshare -n``: Ray then uses 127.0.0.1 only) from the repository root:
 
-    python -m tests.cluster.scenario WORK_DIR cli|complete|kill|stop|web
+    python -m tests.cluster.scenario WORK_DIR cli|complete|kill|stop|web|webcli
 
 It starts a PostgreSQL server, a Ray head and a second Ray node (each ``ray start --block`` in its own
 process group, with its own temp dir and agent ports), writes three small file streams and runs them
@@ -11,7 +11,8 @@ through, its process gets SIGKILL. Then it reads the store and the journals and 
 WORK_DIR/result.json. ``cli``: instead, ``run.py run --config CFG --cluster 127.0.0.1:PORT`` as a user
 types it, with the real detector and FaceNet on three short demo clips. ``stop``: Ctrl-C on the head
 mid-run (``stop_midway``). ``web``: three endless live streams with the web app on the head
-(``web_midway``): its pages read from inside the namespace, then Ctrl-C. Every process group it started is written to WORK_DIR/pgids (the test kills
+(``web_midway``): its pages read from inside the namespace, then Ctrl-C; ``webcli``: the same checks
+on ``run.py serve --cluster --web`` with the real models and the demo clips looping live. Every process group it started is written to WORK_DIR/pgids (the test kills
 what is left if this script does not get to its own cleanup).
 """
 
@@ -126,9 +127,10 @@ def config_for(work: Path, db: str) -> AppConfig:
     )
 
 
-def cli_config(work: Path, db: str) -> Path:
+def cli_config(work: Path, db: str, *, live: bool = False) -> Path:
     """config.yaml for ``run.py run --cluster``: three short demo clips (people walking by), the real
-    detector and the offline FaceNet (the repository's converted weights), the demo gallery."""
+    detector and the offline FaceNet (the repository's converted weights), the demo gallery. ``live``:
+    each clip played in a loop at 25 frames/s as an endless live stream instead."""
     from stream.demo import make_demo_clip, prepare_demo
     from tests.conftest import REPO
 
@@ -136,7 +138,8 @@ def cli_config(work: Path, db: str) -> Path:
     lines = ["profile: default", "streams:"]
     for i, (name, n) in enumerate(CLI_FRAMES.items()):
         clip = make_demo_clip(work / f"{name}.mp4", seconds=n / 25, size=(640, 360), seed=i)
-        lines += [f"  - name: {name}", f"    path: {clip}"]
+        source = f"url: lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime" if live else f"path: {clip}"
+        lines += [f"  - name: {name}", f"    {source}"]
     lines += [
         f"gallery:\n  dir: {gallery}",
         f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {work / 'none.ckpt'}",
@@ -162,6 +165,33 @@ def run_cli(work: Path, db: str) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"run.py exited {done.returncode}: {done.stderr[-3000:]}")
     return dict(json.loads(summary.read_text()), stdout=done.stdout)
+
+
+def serve_cli(work: Path, db: str) -> dict[str, Any]:
+    """``run.py serve --config CFG --cluster 127.0.0.1:PORT --web 127.0.0.1:WEB`` as a user types it, the
+    three demo clips as endless live streams (real models); the web checks from here, then Ctrl-C."""
+    from tests.conftest import REPO
+
+    config = cli_config(work, db, live=True)
+    args = [sys.executable, str(REPO / "run.py"), "serve", "--config", str(config)]
+    args += ["--cluster", f"127.0.0.1:{GCS_PORT}", "--web", f"127.0.0.1:{WEB_PORT}"]
+    found: dict[str, Any] = {}
+    with (work / "run.log").open("wb") as out:
+        proc = subprocess.Popen(args, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with (work / "pgids").open("a") as f:
+        f.write(f"{proc.pid}\n")
+    try:
+        check_web(found, tuple(CLI_FRAMES), alive=lambda: proc.poll() is None)
+    except Exception as exc:
+        found["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            found["returncode"] = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            found["returncode"] = None
+    found["stdout"] = (work / "run.log").read_text(errors="replace")
+    return found
 
 
 def kill_w0(found: dict[str, Any]) -> None:
@@ -300,7 +330,7 @@ def first_events(limit_s: float, streams: tuple[str, ...]) -> list[dict[str, Any
     return out
 
 
-def check_web(found: dict[str, Any]) -> None:
+def check_web(found: dict[str, Any], names: tuple[str, ...] = WEB_STREAMS, alive: Any = None) -> None:
     """From inside the namespace: every stream listed by ``/api/streams`` and up, then the first MJPEG
     frame of each, then a few live events."""
     import urllib.request
@@ -309,22 +339,24 @@ def check_web(found: dict[str, Any]) -> None:
     deadline = time.monotonic() + 90.0
     streams: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError("the head exited before its streams were up")
         with contextlib.suppress(OSError, ValueError):
             with urllib.request.urlopen(f"{base}/api/streams", timeout=5) as resp:
                 streams = json.loads(resp.read())
-            if len(streams) == len(WEB_STREAMS) and all(s["state"] == "up" and s["frames"] > 0 for s in streams):
+            if len(streams) == len(names) and all(s["state"] == "up" and s["frames"] > 0 for s in streams):
                 break
         time.sleep(0.3)
     found["streams"] = streams
     found["waited_up_s"] = round(90.0 - (deadline - time.monotonic()), 1)
     frames = {}
-    for name in WEB_STREAMS:
+    for name in names:
         t0 = time.monotonic()
         data = first_jpeg(name, 20.0)
         frames[name] = {"bytes": len(data), "jpeg": data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9",
                         "s": round(time.monotonic() - t0, 2)}  # fmt: skip
     found["frames"] = frames
-    found["events"] = first_events(15.0, WEB_STREAMS)
+    found["events"] = first_events(15.0, names)
 
 
 def web_midway(config: AppConfig) -> dict[str, Any]:
@@ -415,6 +447,9 @@ def main(work: Path, mode: str) -> None:
             result["journals"] = read_journals(work / "rec")
             return
         config = config_for(work, db)
+        if mode == "webcli":
+            result.update(serve_cli(work, db))
+            return
         if mode == "web":
             result.update(web_midway(web_config_for(work, db)))
             return

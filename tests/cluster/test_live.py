@@ -4,6 +4,7 @@ and the CLI's ``--web`` with ``--cluster`` up to reaching Ray."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -199,9 +200,30 @@ def test_a_gather_that_times_out_or_fails_marks_every_asked_worker_down() -> Non
         raise RuntimeError("Ray is not connected")
 
     for fake in (timed_out, broken):
-        poller = ViewPoller(head, [("w0", w0.streams, w0), ("w1", w1.streams, w1)], fake, fps=10, clock=clock)
+        chosen = [gather]
+        workers = [("w0", w0.streams, w0), ("w1", w1.streams, w1)]
+        poller = ViewPoller(head, workers, lambda refs, t, chosen=chosen: chosen[0](refs, t), fps=10, clock=clock)
+        poller.poll_status()  # before a worker's first answer, nothing is down: it is still starting
+        chosen[0] = fake
+        clock.now += 5.0
         poller.poll_status()
         assert {s.name: s.state for s in head.statuses()} == {"cam_a": "down", "cam_b": "down", "cam_c": "down"}
+
+
+def test_a_worker_still_starting_is_not_down_and_silence_backs_off_longer_each_time() -> None:
+    clock, head, w0, _, _ = setup()
+    w0.dead = True
+    poller = ViewPoller(head, [("w0", w0.streams, w0)], gather, fps=10, backoff_s=3.0, clock=clock)
+    asked = []
+    for _ in range(400):  # 40 s in rounds of 0.1 s
+        before = len(w0.status_calls)
+        poller.poll_once()
+        if len(w0.status_calls) > before:
+            asked.append(round(clock.now - 100.0, 1))
+        clock.now += 0.1
+    assert head.status("cam_a").state == "starting"  # type: ignore[union-attr]
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert len(gaps) == 3 and all(0 <= gap - want < 1.5 for gap, want in zip(gaps, (3, 6, 12), strict=True)), asked
 
 
 def test_the_unchanged_web_app_serves_the_workers_streams_from_the_heads_view() -> None:
