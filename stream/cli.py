@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or config.runtime.metrics_port,
     )
     if config.cluster is not None:
-        summary = _run_on_cluster(config, options, args, web)
+        summary = _run_on_cluster(config, options, args, web, keep_serving=False)
     elif web is not None:
         from stream.web.serve import run_with_web
 
@@ -224,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.runtime.log_level)
     options = RunOptions(gallery=args.gallery, metrics_port=args.metrics_port or config.runtime.metrics_port)
     if config.cluster is not None:
-        summary = _run_on_cluster(config, options, args, web)
+        summary = _run_on_cluster(config, options, args, web, keep_serving=True)
         print(summary.table())
         return EXIT_OK
     _set_torch_threads(config.runtime.torch_threads)
@@ -248,13 +248,18 @@ def with_cluster(config: AppConfig, address: str | None) -> AppConfig:
     return config.model_copy(update={"cluster": cluster})
 
 
-def _run_on_cluster(config: AppConfig, options: RunOptions, args: argparse.Namespace, web: WebConfig | None) -> RunSummary:
-    """The streams as Ray worker actors (``stream.cluster``); the web app is not served with them yet."""
+def _run_on_cluster(
+    config: AppConfig, options: RunOptions, args: argparse.Namespace, web: WebConfig | None, *, keep_serving: bool
+) -> RunSummary:
+    """The streams as Ray worker actors (``stream.cluster``); with ``web``, the web app on this head
+    showing them (``serve`` keeps it up after the runs ended)."""
     from stream.cluster.head import run_on_cluster
     from stream.commands.models import model_overrides
 
     if web is not None:
-        log.warning("cluster: the web app does not show streams that run on cluster workers yet; not serving it")
+        from stream.web.serve import run_cluster_with_web
+
+        return run_cluster_with_web(config, options, model_overrides(args), web, keep_serving=keep_serving)
     return run_on_cluster(config, options, model_overrides(args))
 
 

@@ -193,9 +193,12 @@ def run_on_cluster(
     overrides: ModelOverrides | None = None,
     *,
     models: Callable[[], Models] | None = None,
+    watch: Callable[[ClusterRun], contextlib.AbstractContextManager[object]] | None = None,
 ) -> RunSummary:
     """Run the configured streams as worker actors on ``config.cluster``'s Ray cluster; the merged
-    summary (written to ``options.summary`` too). ``models``: made in each worker (tests pass fakes)."""
+    summary (written to ``options.summary`` too). ``models``: made in each worker (tests pass fakes).
+    ``watch``: entered once the workers are placed, left when their runs ended or failed, before the
+    head lets go of them (the web app's poller: ``stream.cluster.live``)."""
     plan = cluster_plan(config, options)
     if options.sources:
         config = config.model_copy(update={"streams": tuple(s for g in plan.groups for s in g.streams)})
@@ -205,7 +208,8 @@ def run_on_cluster(
     finished = False
     try:
         run.start()
-        summary = run.wait()
+        with watch(run) if watch is not None else contextlib.nullcontext():
+            summary = run.wait()
         finished = True
     finally:
         if not finished:

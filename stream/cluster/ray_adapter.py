@@ -11,7 +11,7 @@ from typing import Any
 
 from stream.errors import UserError
 
-__all__ = ["connect", "disconnect", "is_worker_death", "is_worker_unavailable", "worker_actor"]
+__all__ = ["connect", "disconnect", "gather", "is_worker_death", "is_worker_unavailable", "worker_actor"]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,29 @@ def worker_actor(cls: type, *, cpus: float, gpus: float, max_restarts: int, name
         num_gpus=gpus,
         max_restarts=max_restarts,
         max_task_retries=0,
-        max_concurrency=4,
+        max_concurrency=8,  # run, status/stop/pid, and the web poller's latest (one per stream) and view_status
         scheduling_strategy="SPREAD",
         name=name,
     )
+
+
+def gather(refs: list[Any], timeout_s: float) -> list[Any]:
+    """The results of ``refs`` waited for together for at most ``timeout_s``: each a value, or the
+    exception its call raised (``TimeoutError`` for one that did not answer in time)."""
+    import ray
+
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    done = set(ready)
+    out: list[Any] = []
+    for ref in refs:
+        if ref not in done:
+            out.append(TimeoutError(f"no answer within {timeout_s:g} s"))
+            continue
+        try:
+            out.append(ray.get(ref, timeout=0))
+        except Exception as exc:
+            out.append(exc)
+    return out
 
 
 def is_worker_death(exc: BaseException) -> bool:

@@ -2,7 +2,7 @@
 process, writing to the shared PostgreSQL store.
 
 The head makes it a Ray actor (``stream.cluster.ray_adapter.worker_actor``) and calls ``run(epoch)``;
-``status``, ``stop`` and ``pid`` are answered from other threads of the actor (``max_concurrency``)
+``status``, ``stop``, ``pid``, ``latest`` and ``view_status`` are answered from other threads of the actor (``max_concurrency``)
 while ``run`` goes on. After its process died Ray starts the actor again (the constructor runs again)
 and the head calls ``run`` with the next epoch: the streams start again, each announced with a
 ``stream_up`` in that epoch (``stream.cluster.resume``).
@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,11 @@ from stream.app import App, RunOptions, build_app
 from stream.config import AppConfig, StreamConfig
 from stream.faces.models import ModelOverrides, Models
 from stream.logs import setup_logging
+from stream.outputs.live_view import LiveView
 from stream.outputs.summary import RunSummary
 from stream.sources import FrameSource, open_source
 
+from .live import RemoteFrame, ViewReport, latest_frame, view_report
 from .plan import WorkerGroup
 from .resume import ResumedSource
 
@@ -82,6 +85,9 @@ class StreamWorker:
         self._app: App | None = None
         self._stop_asked = threading.Event()
         self._lock = threading.Lock()
+        # what the head's web app shows (``latest``, ``view_status``; ``stream.cluster.live``)
+        self.view = LiveView({s.name: s.effective_mode == "live" for s in group.streams}, max_fps=config.web.live_fps)
+        self.instance = uuid.uuid4().hex  # another after a restart (a new process, a new view)
         log.info(
             "stream worker %s (pid %d on %s): %s",
             group.name,
@@ -105,7 +111,9 @@ class StreamWorker:
                 return source
             return ResumedSource(source, epoch, f"worker {self.group.name} restarted (run {epoch + 1})")
 
-        app = build_app(self.config, self.options, self.overrides, models=models, open_stream=open_stream)
+        app = build_app(
+            self.config, self.options, self.overrides, models=models, open_stream=open_stream, view=self.view
+        )
         with self._lock:
             self._app = app
             if self._stop_asked.is_set():
@@ -132,6 +140,15 @@ class StreamWorker:
             )
             up = not all(p.ended for p in progress)
         return WorkerStatus(self.group.name, self.epoch, os.getpid(), socket.gethostname(), _node_id(), up, progress)
+
+    def latest(self, stream: str, after_seq: int = 0) -> RemoteFrame | None:
+        """The newest annotated JPEG of ``stream`` unless its seq is ``after_seq`` (the head has it);
+        asking keeps frames of it coming for a few seconds (``LiveView.request_frame``)."""
+        return latest_frame(self.view, stream, after_seq)
+
+    def view_status(self, after_event: int = 0) -> ViewReport:
+        """Each stream's status (up/down, frames/s, drops, reconnects) and the events after ``after_event``."""
+        return view_report(self.view, self.group.name, self.instance, after_event)
 
     def _build_models(self) -> Models:
         import torch

@@ -14,12 +14,15 @@ whatever the number of viewers. A subscriber that does not keep up loses its old
 loss is counted (``Subscription.lost``, ``LiveView.events_lost``).
 
 Owner: the output thread writes (``wants_frame``, ``publish_frame``, ``frame_done``, ``publish_events``,
-``stream_ended``); readers call the rest. One lock guards the state; a second, per stream, only makes
-concurrent ``jpeg`` calls encode a frame once.
+``stream_ended``); readers call the rest. On a cluster's head the streams run on workers, each with
+a view of its own, and one poller thread writes what they show into the head's view instead
+(``publish_jpeg``, ``publish_status``, ``publish_event_items``: ``stream.cluster.live``). One lock
+guards the state; a second, per stream, only makes concurrent ``jpeg`` calls encode a frame once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -123,6 +126,11 @@ class _Stream:
     last_frame_at: float | None = None
     jpeg: tuple[int, bytes] | None = None  # (seq, bytes) of the last encoded frame
     encode_lock: threading.Lock = field(default_factory=threading.Lock)
+    remote: StreamStatus | None = None  # published by ``publish_status`` (a stream run elsewhere)
+
+
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # the image of a frame published as JPEG
+_NO_IMAGE.flags.writeable = False
 
 
 class LiveView:
@@ -181,12 +189,28 @@ class LiveView:
         with self._lock:
             s.seq += 1
             s.frame = LiveFrame(stream, s.seq, image, captured_at)
-            now = self._clock()
-            # A schedule, not a gap since the last: 25 frames/s in give 10 out, not 8.3 (every third frame);
-            # after a pause it restarts from now (no burst).
-            due = s.next_due + self._min_interval
-            s.next_due = due if due >= now else now + self._min_interval
-            self.frames_published += 1
+            self._scheduled(s)
+
+    def publish_jpeg(self, stream: str, data: bytes, captured_at: float | None) -> None:
+        """Make ``data`` (a frame encoded elsewhere: a cluster worker's) the newest of ``stream``; its
+        ``LiveFrame.image`` is empty (readers take ``jpeg``, which returns ``data`` as it is)."""
+        s = self._streams.get(stream)
+        if s is None:
+            return
+        with self._lock:
+            s.seq += 1
+            s.frame = LiveFrame(stream, s.seq, _NO_IMAGE, captured_at)
+            s.jpeg = (s.seq, data)
+            self._scheduled(s)
+
+    def _scheduled(self, s: _Stream) -> None:
+        """After a frame of ``s`` was published (under the lock): when the next one is due."""
+        now = self._clock()
+        # A schedule, not a gap since the last: 25 frames/s in give 10 out, not 8.3 (every third frame);
+        # after a pause it restarts from now (no burst).
+        due = s.next_due + self._min_interval
+        s.next_due = due if due >= now else now + self._min_interval
+        self.frames_published += 1
 
     def frame_done(self, stream: str, counts: StreamCounts, captured_at: float | None) -> None:
         """One frame of ``stream`` went through the outputs; ``counts`` are the pipeline's counters."""
@@ -208,21 +232,42 @@ class LiveView:
             return
         with self._lock:
             for event, snapshot in events:
-                self._event_seq += 1
                 item = event.to_dict()
-                item["seq"] = self._event_seq
                 item["snapshot"] = snapshot
-                self._recent.append(item)
-                for sub in self._subscribers:
-                    before = sub.lost
-                    sub._offer(item)
-                    self.events_lost += sub.lost - before
+                self._append_event(item)
                 s = self._streams.get(event.stream)
                 if s is not None and event.kind in (EventKind.STREAM_UP, EventKind.STREAM_DOWN):
                     up = event.kind is EventKind.STREAM_UP
                     s.state = "up" if up else "down"
                     reason = dict(event.extra).get("reason")
                     s.reason = None if up or reason is None else str(reason)
+
+    def publish_event_items(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Events as another view's readers got them (``recent_events`` of a cluster worker's view),
+        numbered again in this view; stream states come with ``publish_status``."""
+        if not items:
+            return
+        with self._lock:
+            for item in items:
+                self._append_event(dict(item))
+
+    def _append_event(self, item: dict[str, Any]) -> None:
+        """Number ``item`` and hand it to the recent ring and every subscriber (under the lock)."""
+        self._event_seq += 1
+        item["seq"] = self._event_seq
+        self._recent.append(item)
+        for sub in self._subscribers:
+            before = sub.lost
+            sub._offer(item)
+            self.events_lost += sub.lost - before
+
+    def publish_status(self, status: StreamStatus) -> None:
+        """The status of a stream that runs elsewhere (a cluster worker), as that worker's view said it:
+        from now on ``status`` returns it (with this view's viewers) instead of counting here."""
+        s = self._streams.get(status.name)
+        if s is not None:
+            with self._lock:
+                s.remote = status
 
     def stream_ended(self, stream: str) -> None:
         s = self._streams.get(stream)
@@ -291,6 +336,8 @@ class LiveView:
             return None
         now = self._clock()
         with self._lock:
+            if s.remote is not None:
+                return dataclasses.replace(s.remote, viewers=s.watchers)
             times = [t for t in s.done_times if now - t <= self._fps_window_s]
             last_done = s.done_times[-1] if s.done_times else None
             return StreamStatus(

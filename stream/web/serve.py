@@ -18,10 +18,11 @@ models of its own and hands new matchers to the pipeline through its ``GallerySl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,16 @@ from stream.web.events import StoreEventReader
 from stream.web.identify import Identifier, IdentifyService, UploadLimits
 from stream.web.server import WebServer, bind
 
-__all__ = ["LibraryIdentifier", "check_web", "parse_web_address", "run_with_web", "web_config", "web_deps"]
+__all__ = [
+    "LibraryIdentifier",
+    "check_web",
+    "cluster_web_deps",
+    "parse_web_address",
+    "run_cluster_with_web",
+    "run_with_web",
+    "web_config",
+    "web_deps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +184,78 @@ def web_deps(
             password=password,
             session_ttl_s=web.session_hours * 3600.0,
             loopback_only_hosts=password is None and is_loopback(web.host),  # no login: no DNS rebinding either
+            uploads=limits,
+        ),
+    )
+
+
+def run_cluster_with_web(
+    config: AppConfig,
+    options: RunOptions,
+    overrides: ModelOverrides,
+    web: WebConfig,
+    *,
+    keep_serving: bool,
+    models: Callable[[], Models] | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """``serve --cluster`` / ``run --web --cluster``: the streams run on Ray worker actors
+    (``stream.cluster.head.run_on_cluster``); the web app runs here, on the head, and shows them
+    through a ``LiveView`` that a poller fills from the workers' own views (``stream.cluster.live``).
+    Same order and exposure rule as ``run_with_web``: the socket is bound before Ray is even
+    reached. ``models``: made in each worker (tests pass fakes)."""
+    from stream.cluster import ray_adapter
+    from stream.cluster.head import ClusterRun, run_on_cluster
+    from stream.cluster.live import ViewPoller, worker_feeds
+
+    check_web(web)
+    password = PasswordCheck.from_secret(web.password.get_secret_value()) if web.password else None
+    sock = bind(web.host, web.port)
+    server: WebServer | None = None
+    try:
+        view = LiveView(max_fps=web.live_fps)
+        deps = cluster_web_deps(config, view, web, password)
+        server = WebServer(create_app(deps), sock, deps.closing)
+        server.start()  # from here on the server owns (and closes) the socket
+        log.info("web app: %s (%s)", server.url, "login required" if password else "no login: loopback only")
+        if on_ready is not None:
+            on_ready(server.url)
+
+        @contextlib.contextmanager
+        def polled(run: ClusterRun) -> Iterator[None]:
+            poller = ViewPoller(view, worker_feeds(run.placed), ray_adapter.gather, fps=web.live_fps)
+            poller.start()
+            ended = False
+            try:
+                yield
+                ended = True
+            finally:
+                poller.stop(final=ended)  # the runs ended: read each stream's last status (``ended``)
+
+        summary = run_on_cluster(config, options, overrides, models=models, watch=polled)
+        while keep_serving and server.alive:  # files ended: keep the pages up until Ctrl-C / SIGTERM
+            time.sleep(0.2)
+        return summary
+    finally:
+        if server is not None:
+            server.stop()
+        else:
+            sock.close()
+
+
+def cluster_web_deps(config: AppConfig, view: LiveView, web: WebConfig, password: PasswordCheck | None) -> WebDeps:
+    """The head's web app: the streams from ``view``, the events from the shared store; no models here
+    (no ``/api/identify``), no library and no metrics (those are the workers')."""
+    outputs = config.outputs
+    limits = UploadLimits(max_bytes=round(web.max_upload_mb * 1_000_000), max_pixels=web.max_upload_pixels)
+    return WebDeps(
+        view=view,
+        events=StoreEventReader(configured_store_url(config)) if outputs.events_sqlite else None,
+        snapshots=outputs.dir / "snapshots" if outputs.snapshots else None,
+        settings=WebSettings(
+            password=password,
+            session_ttl_s=web.session_hours * 3600.0,
+            loopback_only_hosts=password is None and is_loopback(web.host),
             uploads=limits,
         ),
     )

@@ -1,7 +1,7 @@
 """One real-cluster scenario, run by tests/cluster/test_real_cluster.py inside a private network
 namespace (``unshare -n``: Ray then uses 127.0.0.1 only) from the repository root:
 
-    python -m tests.cluster.scenario WORK_DIR cli|complete|kill|stop
+    python -m tests.cluster.scenario WORK_DIR cli|complete|kill|stop|web|webcli
 
 It starts a PostgreSQL server, a Ray head and a second Ray node (each ``ray start --block`` in its own
 process group, with its own temp dir and agent ports), writes three small file streams and runs them
@@ -10,7 +10,9 @@ actors making fake models (tests/cluster/fakes.py). ``kill``: once worker w0 has
 through, its process gets SIGKILL. Then it reads the store and the journals and writes
 WORK_DIR/result.json. ``cli``: instead, ``run.py run --config CFG --cluster 127.0.0.1:PORT`` as a user
 types it, with the real detector and FaceNet on three short demo clips. ``stop``: Ctrl-C on the head
-mid-run (``stop_midway``). Every process group it started is written to WORK_DIR/pgids (the test kills
+mid-run (``stop_midway``). ``web``: three endless live streams with the web app on the head
+(``web_midway``): its pages read from inside the namespace, then Ctrl-C; ``webcli``: the same checks
+on ``run.py serve --cluster --web`` with the real models and the demo clips looping live. Every process group it started is written to WORK_DIR/pgids (the test kills
 what is left if this script does not get to its own cleanup).
 """
 
@@ -43,6 +45,8 @@ RAY = str(Path(sys.executable).parent / "ray")
 GCS_PORT = 6390  # the namespace is private: fixed ports cannot collide with anybody's
 KILL_AFTER_FRAMES = 8  # per stream of w0: each has journaled its track_started by then
 DEADLINE_S = 150.0
+WEB_PORT = 8765
+WEB_STREAMS = ("gate", "lobby", "dock")
 
 
 def write_clip(path: Path, n: int) -> Path:
@@ -123,9 +127,10 @@ def config_for(work: Path, db: str) -> AppConfig:
     )
 
 
-def cli_config(work: Path, db: str) -> Path:
+def cli_config(work: Path, db: str, *, live: bool = False) -> Path:
     """config.yaml for ``run.py run --cluster``: three short demo clips (people walking by), the real
-    detector and the offline FaceNet (the repository's converted weights), the demo gallery."""
+    detector and the offline FaceNet (the repository's converted weights), the demo gallery. ``live``:
+    each clip played in a loop at 25 frames/s as an endless live stream instead."""
     from stream.demo import make_demo_clip, prepare_demo
     from tests.conftest import REPO
 
@@ -133,7 +138,8 @@ def cli_config(work: Path, db: str) -> Path:
     lines = ["profile: default", "streams:"]
     for i, (name, n) in enumerate(CLI_FRAMES.items()):
         clip = make_demo_clip(work / f"{name}.mp4", seconds=n / 25, size=(640, 360), seed=i)
-        lines += [f"  - name: {name}", f"    path: {clip}"]
+        source = f"url: lavfi:movie={clip}:loop=0,setpts=N/(25*TB),realtime" if live else f"path: {clip}"
+        lines += [f"  - name: {name}", f"    {source}"]
     lines += [
         f"gallery:\n  dir: {gallery}",
         f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {work / 'none.ckpt'}",
@@ -159,6 +165,33 @@ def run_cli(work: Path, db: str) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"run.py exited {done.returncode}: {done.stderr[-3000:]}")
     return dict(json.loads(summary.read_text()), stdout=done.stdout)
+
+
+def serve_cli(work: Path, db: str) -> dict[str, Any]:
+    """``run.py serve --config CFG --cluster 127.0.0.1:PORT --web 127.0.0.1:WEB`` as a user types it, the
+    three demo clips as endless live streams (real models); the web checks from here, then Ctrl-C."""
+    from tests.conftest import REPO
+
+    config = cli_config(work, db, live=True)
+    args = [sys.executable, str(REPO / "run.py"), "serve", "--config", str(config)]
+    args += ["--cluster", f"127.0.0.1:{GCS_PORT}", "--web", f"127.0.0.1:{WEB_PORT}"]
+    found: dict[str, Any] = {}
+    with (work / "run.log").open("wb") as out:
+        proc = subprocess.Popen(args, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with (work / "pgids").open("a") as f:
+        f.write(f"{proc.pid}\n")
+    try:
+        check_web(found, tuple(CLI_FRAMES), alive=lambda: proc.poll() is None)
+    except Exception as exc:
+        found["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            found["returncode"] = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            found["returncode"] = None
+    found["stdout"] = (work / "run.log").read_text(errors="replace")
+    return found
 
 
 def kill_w0(found: dict[str, Any]) -> None:
@@ -234,6 +267,137 @@ def stop_midway(config: AppConfig, db: str) -> dict[str, Any]:
     return {"outcome": outcome, "stopped_s": stopped_s, "runs_ended": [bool(r[1]) for r in runs]}
 
 
+def web_config_for(work: Path, db: str) -> AppConfig:
+    """Three endless live streams (FFmpeg test pattern, 12 frames/s) on two workers, the web app's
+    port in the namespace."""
+    streams = [{"name": name, "url": "lavfi:testsrc=size=128x96:rate=12,realtime"} for name in WEB_STREAMS]
+    return AppConfig.model_validate(
+        {
+            "profile": "default",
+            "streams": streams,
+            "gallery": {"dir": str(work / "no-gallery")},
+            "outputs": {"dir": str(work / "rec"), "events_db": db, "annotated_video": False, "snapshots": False},
+            "cluster": {"address": f"127.0.0.1:{GCS_PORT}", "streams_per_worker": 2, "worker_cpus": 1.0},
+            "web": {"host": "127.0.0.1", "port": WEB_PORT},
+        }
+    )
+
+
+def first_jpeg(name: str, limit_s: float) -> bytes:
+    """The first JPEG part of ``/streams/NAME/live.mjpeg`` (a bounded read: ``limit_s`` per socket wait,
+    at most 4 MB before the first part)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", WEB_PORT, timeout=limit_s)
+    try:
+        conn.request("GET", f"/streams/{name}/live.mjpeg")
+        resp = conn.getresponse()
+        assert resp.status == 200, (name, resp.status, resp.read(300))
+        length, seen = None, 0
+        while length is None:
+            line = resp.readline(1000)
+            seen += len(line)
+            assert line and seen < 4_000_000, f"{name}: no JPEG part"
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        assert resp.readline(10) == b"\r\n"
+        return resp.read(length)
+    finally:
+        conn.close()
+
+
+def first_events(limit_s: float, streams: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Events from the live feed (``/api/events/stream``) until each of ``streams`` had one, reading for
+    at most ``limit_s``."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", WEB_PORT, timeout=limit_s)
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + limit_s
+    try:
+        conn.request("GET", "/api/events/stream")
+        resp = conn.getresponse()
+        while {e.get("stream") for e in out} < set(streams) and time.monotonic() < deadline:
+            line = resp.readline(100_000)
+            if not line:
+                break
+            if line.startswith(b"data: "):
+                out.append(json.loads(line[6:]))
+    except TimeoutError:
+        pass
+    finally:
+        conn.close()
+    return out
+
+
+def check_web(found: dict[str, Any], names: tuple[str, ...] = WEB_STREAMS, alive: Any = None) -> None:
+    """From inside the namespace: every stream listed by ``/api/streams`` and up, then the first MJPEG
+    frame of each, then a few live events."""
+    import urllib.request
+
+    base = f"http://127.0.0.1:{WEB_PORT}"
+    deadline = time.monotonic() + 90.0
+    streams: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError("the head exited before its streams were up")
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{base}/api/streams", timeout=5) as resp:
+                streams = json.loads(resp.read())
+            if len(streams) == len(names) and all(s["state"] == "up" and s["frames"] > 0 for s in streams):
+                break
+        time.sleep(0.3)
+    found["streams"] = streams
+    found["waited_up_s"] = round(90.0 - (deadline - time.monotonic()), 1)
+    frames = {}
+    for name in names:
+        t0 = time.monotonic()
+        data = first_jpeg(name, 20.0)
+        frames[name] = {"bytes": len(data), "jpeg": data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9",
+                        "s": round(time.monotonic() - t0, 2)}  # fmt: skip
+    found["frames"] = frames
+    found["events"] = first_events(15.0, names)
+
+
+def web_midway(config: AppConfig) -> dict[str, Any]:
+    """``serve``'s cluster path (``run_cluster_with_web``, fake models in the workers): the checks run
+    from another thread once the web app listens, then Ctrl-C on the head."""
+    import _thread
+
+    import ray
+
+    from stream.faces.models import ModelOverrides
+    from stream.web.serve import run_cluster_with_web
+
+    found: dict[str, Any] = {}
+
+    def check_then_stop() -> None:
+        try:
+            check_web(found)
+            found["workers"] = [
+                ray.get(ray.get_actor(f"adaface-stream-w{i}").status.remote(), timeout=10).node_id for i in range(2)
+            ]
+        except Exception as exc:
+            found["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            _thread.interrupt_main()
+
+    def ready(url: str) -> None:
+        found["url"] = url
+        threading.Thread(target=check_then_stop, daemon=True).start()
+
+    t0 = time.monotonic()
+    try:
+        run_cluster_with_web(
+            config, RunOptions(), ModelOverrides(), config.web, keep_serving=True, models=FakeModels(), on_ready=ready
+        )
+        found["outcome"] = "finished"
+    except KeyboardInterrupt:
+        found["outcome"] = "interrupted"
+    found["run_s"] = round(time.monotonic() - t0, 1)
+    return found
+
+
 def read_store(db: str) -> list[dict[str, Any]]:
     import psycopg
 
@@ -283,6 +447,12 @@ def main(work: Path, mode: str) -> None:
             result["journals"] = read_journals(work / "rec")
             return
         config = config_for(work, db)
+        if mode == "webcli":
+            result.update(serve_cli(work, db))
+            return
+        if mode == "web":
+            result.update(web_midway(web_config_for(work, db)))
+            return
         if mode == "stop":
             result.update(stop_midway(config, db))
             return

@@ -145,3 +145,48 @@ def test_ctrl_c_on_the_head_stops_every_worker_and_their_runs_are_ended(can_run:
     print(f"Ctrl-C mid-run: run_on_cluster gave up after {result['stopped_s']} s; runs ended {result['runs_ended']}")
     assert result["outcome"] == "interrupted"
     assert result["runs_ended"] == [True, True]  # each worker finished its outputs and closed its run
+
+
+def test_the_heads_web_app_shows_every_stream_of_both_workers_with_live_frames_and_events(
+    can_run: None, tmp_path: Path
+) -> None:
+    """``serve --cluster``'s path (``run_cluster_with_web``) with three endless live streams on two workers
+    on two nodes: ``/api/streams`` on the head lists all three, up, with their workers' counts; the
+    first MJPEG part of each is a JPEG fetched from its worker; the live event feed carries the
+    workers' events; Ctrl-C then stops it all."""
+    result = run_scenario(tmp_path, "web")
+    assert "error" not in result, result["error"]
+    streams = {s["name"]: s for s in result["streams"]}
+    print(f"web app {result['url']}: streams up after {result['waited_up_s']} s; run {result['run_s']} s")
+    for name, s in sorted(streams.items()):
+        print(
+            f"  {name}: {s['state']} {s['fps']} frames/s, {s['frames']} frames, live {s['live']}; first frame {result['frames'][name]}"
+        )
+    print(f"  live events: {[(e['kind'], e['stream']) for e in result['events']]}")
+    assert sorted(streams) == ["dock", "gate", "lobby"]
+    assert all(s["state"] == "up" and s["live"] and s["frames"] > 0 for s in streams.values()), streams
+    assert all(f["jpeg"] and f["bytes"] > 500 for f in result["frames"].values()), result["frames"]
+    assert len(set(result["workers"])) == 2, f"both workers on one node: {result['workers']}"  # frames from both
+    assert {e["stream"] for e in result["events"]} == set(streams)  # from both workers
+    assert result["outcome"] == "interrupted"
+
+
+def test_run_py_serve_cluster_web_shows_the_demo_streams_of_both_workers(can_run: None, tmp_path: Path) -> None:
+    """``run.py serve --config CFG --cluster 127.0.0.1:PORT --web 127.0.0.1:WEB`` as typed, real detector and
+    FaceNet, the three demo clips looping as live cameras (two on w0, one on w1): the head's web app
+    lists them all up and sends a JPEG of each; Ctrl-C ends it with exit 130."""
+    from stream.faces.facenet_convert import ensure_facenet_weights
+
+    ensure_facenet_weights(REPO / "checkpoints")
+    result = run_scenario(tmp_path, "webcli")
+    assert "error" not in result, f"{result['error']}\n{result['stdout'][-4000:]}"
+    streams = {s["name"]: s for s in result["streams"]}
+    print(f"run.py serve --cluster --web: streams up after {result['waited_up_s']} s")
+    for name, s in sorted(streams.items()):
+        print(f"  {name}: {s['state']} {s['fps']} frames/s, {s['frames']} frames; first frame {result['frames'][name]}")
+    print(f"  live events: {[(e['kind'], e['stream'], e.get('person')) for e in result['events']]}")
+    assert sorted(streams) == ["door", "hall", "yard"]
+    assert all(s["state"] == "up" and s["live"] and s["frames"] > 0 for s in streams.values()), streams
+    assert all(f["jpeg"] and f["bytes"] > 2000 for f in result["frames"].values()), result["frames"]
+    assert "not serving it" not in result["stdout"] and "web app: http://127.0.0.1:" in result["stdout"]
+    assert result["returncode"] == 130, result["stdout"][-4000:]
