@@ -113,22 +113,38 @@ def run_with_web(
 ) -> RunSummary:
     """Run the streams with the web app (see the module notes); ``serve`` with no stream shows the demo
     as a live camera. ``models``/``api_detector``: given instead of built (tests, benchmarks)."""
+    if keep_serving and not options.sources and not config.streams:
+        config = live_demo(config)
+
+    def start(view: LiveView, password: PasswordCheck | None) -> tuple[WebDeps, Callable[[], RunSummary]]:
+        app = build_app(config, options, overrides, models=models, view=view)
+        return web_deps(config, app, view, web, password, overrides, api_detector), app.run
+
+    return _serve(web, start, keep_serving=keep_serving, on_ready=on_ready)
+
+
+def _serve(
+    web: WebConfig,
+    start: Callable[[LiveView, PasswordCheck | None], tuple[WebDeps, Callable[[], RunSummary]]],
+    *,
+    keep_serving: bool,
+    on_ready: Callable[[str], None] | None,
+) -> RunSummary:
+    """The web app around a run: bind first (the exposure rule is checked before anything is built),
+    ``start`` builds the run and its web parts, the server starts, the run runs; with ``keep_serving``
+    the pages stay up after the run until Ctrl-C / SIGTERM."""
     check_web(web)
     password = PasswordCheck.from_secret(web.password.get_secret_value()) if web.password else None
     sock = bind(web.host, web.port)
     server: WebServer | None = None
     try:
-        if keep_serving and not options.sources and not config.streams:
-            config = live_demo(config)
-        view = LiveView(max_fps=web.live_fps)
-        app = build_app(config, options, overrides, models=models, view=view)
-        deps = web_deps(config, app, view, web, password, overrides, api_detector)
+        deps, run = start(LiveView(max_fps=web.live_fps), password)
         server = WebServer(create_app(deps), sock, deps.closing)
         server.start()  # from here on the server owns (and closes) the socket
         log.info("web app: %s (%s)", server.url, "login required" if password else "no login: loopback only")
         if on_ready is not None:
             on_ready(server.url)
-        summary = app.run()
+        summary = run()
         while keep_serving and server.alive:  # files ended: keep the pages up until Ctrl-C / SIGTERM
             time.sleep(0.2)
         return summary
@@ -208,19 +224,7 @@ def run_cluster_with_web(
     from stream.cluster.head import ClusterRun, run_on_cluster
     from stream.cluster.live import ViewPoller, worker_feeds
 
-    check_web(web)
-    password = PasswordCheck.from_secret(web.password.get_secret_value()) if web.password else None
-    sock = bind(web.host, web.port)
-    server: WebServer | None = None
-    try:
-        view = LiveView(max_fps=web.live_fps)
-        deps = cluster_web_deps(config, view, web, password)
-        server = WebServer(create_app(deps), sock, deps.closing)
-        server.start()  # from here on the server owns (and closes) the socket
-        log.info("web app: %s (%s)", server.url, "login required" if password else "no login: loopback only")
-        if on_ready is not None:
-            on_ready(server.url)
-
+    def start(view: LiveView, password: PasswordCheck | None) -> tuple[WebDeps, Callable[[], RunSummary]]:
         @contextlib.contextmanager
         def polled(run: ClusterRun) -> Iterator[None]:
             poller = ViewPoller(view, worker_feeds(run.placed), ray_adapter.gather, fps=web.live_fps)
@@ -232,15 +236,12 @@ def run_cluster_with_web(
             finally:
                 poller.stop(final=ended)  # the runs ended: read each stream's last status (``ended``)
 
-        summary = run_on_cluster(config, options, overrides, models=models, watch=polled)
-        while keep_serving and server.alive:  # files ended: keep the pages up until Ctrl-C / SIGTERM
-            time.sleep(0.2)
-        return summary
-    finally:
-        if server is not None:
-            server.stop()
-        else:
-            sock.close()
+        def run() -> RunSummary:
+            return run_on_cluster(config, options, overrides, models=models, watch=polled)
+
+        return cluster_web_deps(config, view, web, password), run
+
+    return _serve(web, start, keep_serving=keep_serving, on_ready=on_ready)
 
 
 def cluster_web_deps(config: AppConfig, view: LiveView, web: WebConfig, password: PasswordCheck | None) -> WebDeps:
