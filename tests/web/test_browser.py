@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,24 +71,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    root = Path(tempfile.mkdtemp(prefix="web-serve-"))
-    cfg = root / "config.yaml"
-    cfg.write_text(
-        "profile: cpu\n"
-        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {root / 'none.ckpt'}\n"
-        f"outputs:\n  dir: {root / 'rec'}\n"
-        "web:\n  password: ${WEB_PASSWORD}\n"
-    )
+@contextlib.contextmanager
+def serve_site(root: Path, cfg: Path, *extra: str, password: str = PASSWORD) -> Iterator[Served]:
+    """``run.py serve --config CFG --web 127.0.0.1:PORT EXTRA`` with WEB_PASSWORD=``password``, once it answers
+    /api/health (180 s at most); killed and ``root`` removed afterwards. For module fixtures (a context manager)."""
     port = _free_port()
     log = root / "serve.log"
-    env = {**os.environ, "WEB_PASSWORD": PASSWORD}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "run.py", "serve", "--config", str(cfg), "--web", f"127.0.0.1:{port}"],
+            [sys.executable, "run.py", "serve", "--config", str(cfg), "--web", f"127.0.0.1:{port}", *extra],
             cwd=REPO,
-            env=env,
+            env={**os.environ, "WEB_PASSWORD": password},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -111,8 +105,10 @@ def served() -> Iterator[Served]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def browser(served: Served) -> Iterator[object]:
+@contextlib.contextmanager
+def chromium(window: str = "1280,800") -> Iterator[Any]:
+    """A headless Debian chromium driven by chromium-driver, with a profile of its own (skips without
+    them); quit and its profile removed afterwards. For module fixtures (a context manager)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip(BROWSER_SKIP)
     from selenium import webdriver
@@ -127,7 +123,7 @@ def browser(served: Served) -> Iterator[object]:
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1280,800",
+        f"--window-size={window}",
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
@@ -142,6 +138,26 @@ def browser(served: Served) -> Iterator[object]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    root = Path(tempfile.mkdtemp(prefix="web-serve-"))
+    cfg = root / "config.yaml"
+    cfg.write_text(
+        "profile: cpu\n"
+        f"recognition:\n  checkpoints_dir: {REPO / 'checkpoints'}\n  checkpoint: {root / 'none.ckpt'}\n"
+        f"outputs:\n  dir: {root / 'rec'}\n"
+        "web:\n  password: ${WEB_PASSWORD}\n"
+    )
+    with serve_site(root, cfg) as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def browser(served: Served) -> Iterator[object]:
+    with chromium() as driver:
+        yield driver
 
 
 def _wait(driver: object, predicate: object, timeout: float, message: str) -> object:

@@ -13,14 +13,9 @@ against ``run.py serve`` in a subprocess, on the demo clip played as a looping l
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +27,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, Served, _free_port, _multipart, _wait
+from tests.web.test_browser import Served, _multipart, _wait, chromium, serve_site
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
@@ -67,75 +62,20 @@ def served() -> Iterator[Served]:
         f"outputs:\n  dir: {root / 'rec'}\n  annotated_video: false\n"
         "web:\n  password: ${WEB_PASSWORD}\n  max_upload_mb: 1\n"
     )
-    port = _free_port()
-    log = root / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "run.py", "serve", "--config", str(cfg), "--web", f"127.0.0.1:{port}"]
-            + ["--gallery", str(root / "gallery")],
-            cwd=REPO,
-            env={**os.environ, "WEB_PASSWORD": PASSWORD},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    site = Served(f"http://127.0.0.1:{port}/", proc, cfg, root, log)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"run.py serve exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(OSError):
-                if site.api("/api/health")[0] == 200:
-                    break
-            assert time.monotonic() < deadline, "run.py serve did not answer in 180 s:\n" + log.read_text()[-3000:]
-            time.sleep(0.5)
+    with serve_site(root, cfg, "--gallery", str(root / "gallery"), password=PASSWORD) as site:
         yield site
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def browser(served: Served) -> Iterator[Any]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(
-            "browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium("1280,1000") as driver:
         driver.get(served.url + "login?next=/people")
         driver.find_element(By.ID, "password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
         _wait(driver, lambda d: d.find_elements(By.ID, "new-person"), 15, "no people page after login")
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
