@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,20 +57,24 @@ def _frames(stream: str, start: int, count: int, face: bool = True) -> list[Dete
     ]
 
 
-@pytest.fixture
-def running() -> Iterator[tuple[Recogniser, GatedEmbedder, threading.Event]]:
-    embedder, stop = GatedEmbedder(), threading.Event()
-    worker = EmbedWorker(embedder)
+def _recogniser(embedder: Any, **kwargs: Any) -> Recogniser:
+    """A recogniser of one enrolled person (alice) that names a track at its first vote."""
     matcher = Matcher(("alice",), ALICE[None, :], threshold=0.5, min_margin=0.05)
-    recogniser = Recogniser(
+    return Recogniser(
         embedder,
         TrackVoter(matcher, VotingSettings(min_votes=1)),
         TrackerSettings(min_confirm_s=0.0, min_hits=1, max_age_s=0.2),
         BestShotSettings(),
         min_face_px=20,
-        worker=worker,
-        stop=stop,
+        **kwargs,
     )
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[Recogniser, GatedEmbedder, threading.Event]]:
+    embedder, stop = GatedEmbedder(), threading.Event()
+    worker = EmbedWorker(embedder)
+    recogniser = _recogniser(embedder, worker=worker, stop=stop)
 
     def run() -> None:
         with contextlib.suppress(Stopped):
@@ -170,14 +175,7 @@ def test_a_track_face_goes_out_with_the_frame_that_ends_the_track() -> None:
     """A batch of several frames of one stream where the track ends mid-batch: its face travels with
     the frame that carries its ``track_ended`` (the output stores the face only after that event)."""
     embedder = InstantEmbedder()
-    matcher = Matcher(("alice",), ALICE[None, :], threshold=0.5, min_margin=0.05)
-    recogniser = Recogniser(
-        embedder,
-        TrackVoter(matcher, VotingSettings(min_votes=1)),
-        TrackerSettings(min_confirm_s=0.0, min_hits=1, max_age_s=0.2),
-        BestShotSettings(),
-        min_face_px=20,
-    )
+    recogniser = _recogniser(embedder)
     recogniser.process(_frames("cam", 0, 4))
     out = recogniser.process(_frames("cam", 4, 12, face=False))  # the track ends at a later frame
     ends = [i for i, item in enumerate(out) if EventKind.TRACK_ENDED in [e.kind for e in item.events]]
