@@ -50,7 +50,9 @@ class Mosquitto:
         self.port = free_port()
         self.user, self.password = user, password
         self.proc: subprocess.Popen[bytes] | None = None
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        # No per-client queue limit (mosquitto drops QoS 1 messages past 1,000 queued for a client by default):
+        # a test subscriber that falls behind while a backlog is flushed must not lose what the link delivered.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "max_queued_messages 0"]
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to user mosquitto, who cannot read pytest's 0700 folders
         if user is not None:
