@@ -257,6 +257,20 @@ def machine_tag() -> str:
     return f"cpu{os.cpu_count()}" if not torch.cuda.is_available() else "gpu"
 
 
+def publish(result: dict[str, Any], stem: str, *, save: bool, json_path: Path | None) -> None:
+    """Print ``result`` as JSON; save it as bench/results/<stem>-<date>-<machine>.json unless ``save`` is
+    off; also write it to ``json_path`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if save:
+        path = RESULTS / f"{stem}-{result['date']}-{machine_tag()}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        print(f"saved {path}")
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.__main__ import make_720p_clip
 
@@ -285,15 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "video": {"clip": f"{VIDEO} resized to 1280x720 (as python -m bench --clip 720p)", **video},
         "machine": {"host": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if not args.no_save:
-        path = RESULTS / f"faces-kept-{result['date']}-{machine_tag()}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
-        print(f"saved {path}")
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    publish(result, "faces-kept", save=not args.no_save, json_path=args.json)
     return 0
 
 

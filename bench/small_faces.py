@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench.faces_kept import RESULTS, SHARED, Detectors, Variant, decode, machine_tag, paired, variant
+from bench.faces_kept import SHARED, Detectors, Variant, decode, paired, publish, variant
 from stream.config import parse_config
 from stream.faces.images import read_bgr
 from trackers import Tracker, TrackState, iou_matrix
@@ -288,15 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__},
         "config_cpu": parse_config("profile: cpu\n").detection.model_dump(mode="json"),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if not args.no_save:
-        path = RESULTS / f"small-faces-{result['date']}-{machine_tag()}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
-        print(f"saved {path}")
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    publish(result, "small-faces", save=not args.no_save, json_path=args.json)
     return 0
 
 
